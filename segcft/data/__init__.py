@@ -1,0 +1,1 @@
+"""Data layer: readers and writers, MONAI transforms, datalists, JSRT and phantoms."""
