@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out``; move its contents into ``out`` on success.
+
+    Multi-file outputs (a datalist with its images) appear all at once or not at all:
+    on error the staging folder is removed and ``out`` is left as it was. Entries of
+    ``out`` with the same names as staged ones are replaced.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for child in sorted(staging.iterdir()):
+            dest = out / child.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(child, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

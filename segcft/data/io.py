@@ -166,7 +166,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     data = np.squeeze(data)
     if data.ndim != 2:
         raise InputError(f"{path}: expected a 2-D image, got shape {data.shape}")
-    zooms = nii.header.get_zooms()
+    zooms = [float(f"{z:.6g}") for z in nii.header.get_zooms()]  # stored as float32
     spacing = _positive_pair((zooms[1], zooms[0]))
     meta = ImageMeta(
         str(path), "nifti", spacing, "NIfTI pixdim" if spacing else "none", original_shape=data.T.shape

@@ -18,7 +18,7 @@ Two kinds:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +44,6 @@ class RegionSpec:
     axis: int = 0
     centre_of: str | None = None
     offset_deg: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("bands", "sectors"):

@@ -1,0 +1,1 @@
+"""The ``segcft`` command line."""

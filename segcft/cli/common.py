@@ -1,0 +1,32 @@
+"""What every subcommand shares: user errors as one line and a non-zero exit, seeding."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+
+from segcft.utils import InputError
+
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(func: F) -> F:
+    """Report :class:`InputError` as one ``error:`` line on stderr and exit with status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

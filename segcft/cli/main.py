@@ -1,0 +1,25 @@
+"""Entry point of the ``segcft`` console command."""
+
+from __future__ import annotations
+
+import typer
+
+from segcft import __version__
+from segcft.cli import data
+
+app = typer.Typer(
+    help="Segmentor-guided counterfactual image synthesis for medical imaging (MONAI).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+
+
+@app.command()
+def version() -> None:
+    """Print the segcft version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real JSRT folder, the real RG1_UNCR radiograph, a built JSRT datalist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+JSRT_ENV = "SEGCFT_JSRT"
+
+
+@pytest.fixture(scope="session")
+def jsrt_root() -> Path:
+    """The JSRT folder: ``$SEGCFT_JSRT`` or ``../shared/data/jsrt`` beside the repository.
+
+    Missing data skips these tests on a developer's machine but fails them in CI.
+    """
+    root = Path(os.environ.get(JSRT_ENV, REPO.parent / "shared" / "data" / "jsrt"))
+    if not (root / "cases.csv").is_file():
+        message = f"JSRT data not found at {root} (set {JSRT_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def jsrt_datalist(jsrt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segcft.data.jsrt import build_jsrt_datalist
+
+    return build_jsrt_datalist(jsrt_root, tmp_path_factory.mktemp("jsrt"), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def rg1_path() -> Path:
+    """``RG1_UNCR.dcm``: a real MONOCHROME1 CR chest radiograph shipped by pydicom-data."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_UNCR.dcm")
+    assert path is not None, "pydicom-data is not installed"
+    return Path(path)
