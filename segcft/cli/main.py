@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from segcft import __version__
-from segcft.cli import data
+from segcft.cli import bench, data
 
 app = typer.Typer(
     help="Segmentor-guided counterfactual image synthesis for medical imaging (MONAI).",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(bench.app, name="bench")
 
 
 @app.command()

@@ -19,6 +19,11 @@ from monai.transforms import (
     Compose,
     EnsureTyped,
     MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
     Resized,
     ScaleIntensityRanged,
     SpatialPad,
@@ -219,3 +224,37 @@ def image_pipeline(
     if variables is not None:
         transforms.append(ScaleParentsd(variables))
     return Pipeline(transforms)
+
+
+def augmentation(modality: str, size: int) -> list:
+    """Training augmentation that respects anatomy.
+
+    Chest radiographs are lateralised (the left lung is on the image's right), so they get
+    small affine jitter, contrast and noise but never a flip. Coronary cross-sections have
+    no handedness that the labels depend on: they also get flips and quarter turns.
+    """
+    keys = ["image", "label"]
+    transforms: list = [
+        RandAffined(
+            keys,
+            prob=0.8,
+            rotate_range=0.17,  # about 10 degrees
+            scale_range=0.1,
+            translate_range=0.06 * size,
+            mode=["bilinear", "nearest"],
+            padding_mode="border",
+        ),
+        RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+        RandGaussianNoised("image", prob=0.3, std=0.02),
+    ]
+    if modality == "ccta":
+        transforms += [RandFlipd(keys, prob=0.5, spatial_axis=1), RandRotate90d(keys, prob=0.5)]
+    return transforms
+
+
+def segmentation_transforms(size: int, modality: str, train: bool, device: str | torch.device = "cpu") -> Pipeline:
+    """The segmentor's pipeline: :func:`image_pipeline`, plus augmentation when training."""
+    base = image_pipeline(size, modality, device=device)
+    if not train:
+        return base
+    return Pipeline([*base.transforms, *augmentation(modality, size), CastToTyped("label", dtype=torch.long)])

@@ -1,6 +1,7 @@
 """Structure measurements: hard and soft areas, region partitions and per-region areas."""
 
 from segcft.measure.areas import hard_areas, pixel_area_mm2, soft_areas
+from segcft.measure.metrics import AreaErrorMetric
 from segcft.measure.regions import (
     RegionSpec,
     angular_sectors,
@@ -11,6 +12,7 @@ from segcft.measure.regions import (
 )
 
 __all__ = [
+    "AreaErrorMetric",
     "RegionSpec",
     "angular_sectors",
     "axial_bands",

@@ -1,0 +1,41 @@
+"""``segcft bench``: benchmarks that write JSON (speed and quality targets live here, not in tests)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from segcft.cli.common import user_errors
+
+app = typer.Typer(help="Benchmarks that train/evaluate at real sizes and write JSON reports.", no_args_is_help=True)
+
+
+@app.command("segmentor")
+@user_errors
+def segmentor(
+    data: Path = typer.Option(..., help="Datalist JSON (JSRT or phantom); its modality picks the bundle."),
+    out: Path = typer.Option(..., help="Report JSON to write."),
+    work_dir: Path = typer.Option(Path("runs/bench_segmentor"), help="Bundle root for checkpoints, TensorBoard and metrics."),
+    bundle: Path = typer.Option(None, help="Segmentor bundle folder (default: bundles/<modality>_segmentor)."),
+    instances: str = typer.Option("guide,eval", help="Comma-separated instances: guide (UNet), eval (BasicUNet)."),
+    image_size: int = typer.Option(None, help="Override the bundle's image size."),
+    epochs: int = typer.Option(None, help="Override the bundle's maximum epochs."),
+    device: str = typer.Option(None, help="Device, e.g. cpu or cuda:0 (default: the bundle's)."),
+    seed: int = typer.Option(0, help="Training seed of the guide; the evaluation instance uses seed + 1."),
+    reuse: bool = typer.Option(False, help="Evaluate existing model.pt checkpoints instead of training."),
+) -> None:
+    """Train (or reuse) the guide and evaluation segmentors; report Dice, area MAPE/MAE and speed."""
+    from segcft.evaluate.segmentor import bench_segmentor
+
+    report = bench_segmentor(
+        data, out, work_dir=work_dir, bundle=bundle, instances=[i for i in instances.split(",") if i],
+        image_size=image_size, epochs=epochs, device=device, seed=seed, reuse=reuse,
+        command=shlex.join(["segcft", *sys.argv[1:]]),
+    )
+    for name, entry in report["instances"].items():
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in entry["test_dice"].items())
+        typer.echo(f"{name} ({entry['network']}): test Dice {dice}")
+    typer.echo(f"wrote {out}")

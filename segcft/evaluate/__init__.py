@@ -1,0 +1,1 @@
+"""Evaluation: segmentor benchmarks now; the counterfactual evaluation suite later."""
