@@ -31,7 +31,7 @@ def phantom(
     kind: str = typer.Option(..., help="Phantom kind: cxr (chest radiograph, DICOM) or ccta (coronary cross-section, NIfTI)."),
     n: int = typer.Option(200, min=1, help="Number of samples."),
     size: int = typer.Option(128, min=16, help="Image side in pixels."),
-    seed: int = typer.Option(0, help="Seed of the exogenous noise; the same seed gives the same files."),
+    seed: int = typer.Option(0, help="Seed of the exogenous noise; the same seed gives the same pixel data, parents and noise."),
     out: Path = typer.Option(..., help="Output folder."),
     monochrome1: bool = typer.Option(False, help="Store chest phantoms as MONOCHROME1 (inverted), as many CR systems do."),
 ) -> None:

@@ -150,7 +150,7 @@ class StoreSpacingd(MapTransform):
         return d
 
 
-class ScaleParentsd(MapTransform):
+class ParentsToTensord(MapTransform):
     """Convert the item's ``parents`` dict to float32 tensors, refusing NaN and missing values."""
 
     def __init__(self, variables: Sequence[str], key: str = "parents") -> None:
@@ -222,7 +222,7 @@ def image_pipeline(
     if with_label:
         transforms.append(CastToTyped("label", dtype=torch.long))
     if variables is not None:
-        transforms.append(ScaleParentsd(variables))
+        transforms.append(ParentsToTensord(variables))
     return Pipeline(transforms)
 
 

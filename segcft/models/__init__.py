@@ -1,4 +1,4 @@
-"""Networks as plain ``nn.Module``s: segmentors, regressors and the causal generator."""
+"""Networks as plain ``nn.Module``s: segmentors and the conditional HVAE image mechanism."""
 
 from segcft.models.segmentation import SEGMENTOR_ARCHITECTURES, segmentor
 

@@ -20,7 +20,7 @@ noise, ``u_* ~ N(0, 1)`` except ``u_age ~ U(0, 1)``)::
 Age drives both plaque burdens (calcium more strongly) and thickens the wall; plaque
 burden narrows the lumen. Means are about 2.5, 2.8, 4.8 and 6.4 mm^2. The wall is
 caused by age only (a design choice), so it is not a descendant of the plaques or the
-lumen. The supports (the ranges above) keep plaques >= 100 px and the lumen >= 190 px at
+lumen. The supports (the ranges above) keep plaques >= 96 px and the lumen >= 190 px at
 64 x 64, and fit inside the field of view even with every area at its maximum.
 """
 

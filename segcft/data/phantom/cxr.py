@@ -5,7 +5,7 @@ left, on the image's RIGHT), right_lung = 2 (image left), heart = 3. The heart o
 the medial lower lungs and wins there; each lung is scaled so that its area *after*
 removing the heart equals its target. Areas are in mm^2.
 
-SCM (``sigmoid`` is the logistic function; every mechanism is invertible in its noise)::
+SCM (``sigmoid`` is the logistic function; every continuous mechanism is invertible in its noise)::
 
     age             = 20 + 65 u_age,                      u_age ~ U(0, 1)         [years]
     sex             = 1[u_sex < 0.5],                     u_sex ~ U(0, 1)         (1 = male)
