@@ -6,6 +6,7 @@ import typer
 
 from segcft import __version__
 from segcft.cli import bench, data
+from segcft.cli.demo import demo
 
 app = typer.Typer(
     help="Segmentor-guided counterfactual image synthesis for medical imaging (MONAI).",
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
+app.command("demo")(demo)
 
 
 @app.command()
