@@ -22,7 +22,7 @@ def demo(
     from segcft.data.datalist import load_datalist, structures_of
     from segcft.data.phantom import make_phantom
     from segcft.data.transforms import image_pipeline
-    from segcft.evaluate.figures import counterfactual_grid
+    from segcft.figures import counterfactual_grid
     from segcft.measure import hard_areas
     from segcft.utils import atomic_path, seed_everything
 

@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: counterfactual grids with difference maps."""
+"""Figures people would rather look at than read: image grids and counterfactual grids with difference maps."""
 
 from __future__ import annotations
 
@@ -54,4 +54,36 @@ def counterfactual_grid(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+    return Path(path)
+
+
+def image_grid(rows: Mapping[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
+    """Named rows of ``(N, H, W)`` images in ``[-1, 1]``, one column per case."""
+    names = list(rows)
+    n = next(iter(rows.values())).shape[0]
+    fig, axes = plt.subplots(len(names), n, figsize=(1.3 * n + 1.2, 1.3 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        for j in range(n):
+            axes[i, j].imshow(np.asarray(rows[name][j]), cmap="gray", vmin=-1, vmax=1)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[i, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image in ``[-1, 1]`` as 8-bit grey levels."""
+    return np.rint((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def diff_png(diff: np.ndarray, path: str | os.PathLike, limit: float = 0.5) -> Path:
+    """A difference map ``x* - x`` as a red (brighter) / blue (darker) PNG, saturating at ``limit``."""
+    rgba = plt.get_cmap("RdBu_r")(np.clip(diff / limit, -1, 1) * 0.5 + 0.5)
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, (rgba[..., :3] * 255).astype(np.uint8), format="png")
     return Path(path)

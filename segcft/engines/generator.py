@@ -1,0 +1,250 @@
+"""Ignite engines for the causal generator, built on MONAI's ``Trainer`` and ``Evaluator``.
+
+HVAE training is unstable in familiar ways (METHOD.md section 5): the KL term is warmed up,
+free bits keep the latents in use, gradients are clipped and an update whose gradient norm
+is absurd (or not finite) is skipped, and an exponential moving average (EMA) of the
+weights is what gets validated, sampled from and used for counterfactuals.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+from monai.engines import Evaluator, Trainer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from segcft.causal.scm import DeepSCM
+from segcft.data.io import write_nifti, write_png
+from segcft.figures import diff_png, image_grid, to_uint8
+from segcft.utils import atomic_path
+
+
+def lower_is_better(current: float, best: float) -> bool:
+    """Metric comparison for an ELBO (nats per dimension, never negative).
+
+    MONAI starts ``best_metric`` at -1, which no non-negative ELBO would beat.
+    """
+    return best < 0 or current < best
+
+
+def ema_model(scm: DeepSCM, decay: float = 0.999) -> AveragedModel:
+    """An EMA copy of the deep SCM (parents included, which are frozen and so stay equal)."""
+    return AveragedModel(scm, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _batch(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    x = batch["image"].to(device)
+    pa = {k: v.to(device) for k, v in batch["parents"].items()}
+    return torch.as_tensor(x), pa
+
+
+class HVAETrainer(Trainer):
+    """Maximises the ELBO of the image mechanism; the parent flows stay frozen."""
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader,
+        scm: DeepSCM,
+        optimizer: torch.optim.Optimizer,
+        ema: AveragedModel,
+        kl_warmup_steps: int = 2000,
+        free_bits: float = 0.0,
+        grad_clip: float = 200.0,
+        grad_skip: float = 1000.0,
+        train_handlers: Sequence | None = None,
+    ) -> None:
+        super().__init__(
+            device=torch.device(device),
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            handlers=train_handlers,
+            decollate=False,
+        )
+        self.scm = scm
+        self.optimizer = optimizer
+        self.ema = ema
+        self.kl_warmup_steps = kl_warmup_steps
+        self.free_bits = free_bits
+        self.grad_clip = grad_clip
+        self.grad_skip = grad_skip
+        self.state.skipped_updates = 0  # type: ignore[attr-defined]
+        scm.parents.requires_grad_(False)
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
+        self.scm.image.train()
+        x, pa = _batch(self.scm, batchdata, engine.state.device)
+        beta = min(1.0, engine.state.iteration / max(1, self.kl_warmup_steps))
+        out = self.scm.image(x, self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.scm.image.parameters(), self.grad_clip))
+        stats = {k: float(out[k].detach()) for k in ("loss", "elbo", "nll", "kl")}
+        skipped = not (math.isfinite(grad_norm) and grad_norm < self.grad_skip and math.isfinite(stats["loss"]))
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            engine.state.skipped_updates += 1
+        else:
+            self.optimizer.step()
+            self.ema.update_parameters(self.scm)
+        return {
+            **stats,
+            "beta": beta,
+            "grad_norm": grad_norm,
+            "skipped": float(skipped),
+        }
+
+
+class SampleMean(Metric):
+    """The mean of per-sample values over a whole run, as a Python float."""
+
+    def reset(self) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def update(self, output: torch.Tensor) -> None:
+        values = torch.as_tensor(output).detach().flatten()
+        self._sum += float(values.sum())
+        self._count += values.numel()
+
+    def compute(self) -> float:
+        return self._sum / max(self._count, 1)
+
+
+class HVAEEvaluator(Evaluator):
+    """Validation ELBO (nats per dimension) of the EMA model; ``val_elbo`` is lower-is-better."""
+
+    def __init__(self, device: torch.device | str, val_data_loader, ema: AveragedModel, val_handlers: Sequence | None = None) -> None:
+        super().__init__(
+            device=torch.device(device),
+            val_data_loader=val_data_loader,
+            key_val_metric={"val_elbo": SampleMean(output_transform=lambda out: out["elbo_per_sample"])},
+            metric_cmp_fn=lower_is_better,
+            val_handlers=val_handlers,
+            decollate=False,
+        )
+        self.ema = ema
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        scm: DeepSCM = self.ema.module
+        scm.eval()
+        x, pa = _batch(scm, batchdata, engine.state.device)
+        with torch.no_grad():
+            out = scm.image(x, scm.condition(pa))
+        return {"elbo_per_sample": out["elbo_per_sample"]}
+
+
+class SampleGridHandler:
+    """Every ``interval`` epochs, write a PNG grid from the EMA model on a fixed batch.
+
+    Rows: inputs, reconstructions, random samples with the same parents, and one row of
+    counterfactuals per variable (``do(v)`` with the values of ``v`` rolled within the batch).
+    """
+
+    def __init__(self, ema: AveragedModel, batch: dict, output_dir: str | os.PathLike, interval: int = 5, n: int = 8) -> None:
+        self.ema = ema
+        self.batch = batch
+        self.output_dir = Path(output_dir)
+        self.interval = interval
+        self.n = n
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    @torch.no_grad()
+    def __call__(self, engine: Engine) -> None:
+        scm: DeepSCM = self.ema.module
+        scm.eval()
+        x, pa = _batch(scm, {k: self.batch[k] for k in ("image", "parents")}, engine.state.device)
+        x, pa = x[: self.n], {k: v[: self.n] for k, v in pa.items()}
+        cond = scm.condition(pa)
+        zs = scm.image.abduct_latents(x, cond, use_mean=True)
+        recon, _ = scm.image.decode(zs, cond)
+        rows = {"input": x, "reconstruction": recon.clamp(-1, 1), "sample": scm.image.sample(cond)}
+        for name in scm.variables:
+            do = {name: pa[name].roll(1)}
+            rows[f"do({name})"] = scm.counterfactual(x, pa, do, use_mean=True).image
+        image_grid(
+            {k: v[:, 0].cpu().numpy() for k, v in rows.items()},
+            self.output_dir / f"samples_epoch{engine.state.epoch:04d}.png",
+            title=f"epoch {engine.state.epoch}",
+        )
+
+
+def first_batch(loader, n: int = 8) -> dict:
+    """A fixed batch (the first of a non-shuffled loader) for sample grids."""
+    batch = next(iter(loader))
+    return {"image": batch["image"][:n], "parents": {k: v[:n] for k, v in batch["parents"].items()}}
+
+
+
+class CounterfactualEngine(Evaluator):
+    """Runs the EMA model's counterfactuals of ``do`` (specs such as ``"heart_area=*1.2"``) over a loader."""
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader,
+        ema: AveragedModel,
+        do: Sequence[str],
+        particles: int = 1,
+        val_handlers: Sequence | None = None,
+    ) -> None:
+        super().__init__(device=torch.device(device), val_data_loader=val_data_loader, val_handlers=val_handlers, decollate=False)
+        self.ema = ema
+        self.do = list(do)
+        self.particles = particles
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:  # type: ignore[override]
+        scm: DeepSCM = self.ema.module
+        scm.eval()
+        x, pa = _batch(scm, batchdata, engine.state.device)
+        with torch.no_grad():
+            cf = scm.counterfactual(x, pa, self.do, particles=self.particles, use_mean=self.particles == 1)
+        return {"image": x, "parents": pa, "cf_image": cf.image, "cf_parents": cf.parents, "variance": cf.variance}
+
+
+class CounterfactualWriter:
+    """Write each counterfactual as NIfTI (with spacing) and PNG, its difference map, and a parents CSV."""
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_batch)
+        engine.add_event_handler(Events.COMPLETED, self.write_table)
+
+    def write_batch(self, engine: Engine) -> None:
+        out, batch = engine.state.output, engine.state.batch
+        for i, case in enumerate(batch["case"]):
+            spacing = tuple(float(s) for s in batch["spacing"][i])
+            cf = out["cf_image"][i, 0].cpu().numpy()
+            x = out["image"][i, 0].cpu().numpy()
+            write_nifti(cf.astype(np.float32), self.output_dir / "images" / f"{case}.nii.gz", spacing)
+            write_png(to_uint8(cf), self.output_dir / "png" / f"{case}.png")
+            diff_png(cf - x, self.output_dir / "difference" / f"{case}.png")
+            if out["variance"] is not None:
+                write_nifti(out["variance"][i, 0].cpu().numpy().astype(np.float32), self.output_dir / "variance" / f"{case}.nii.gz", spacing)
+            row = {"case": case}
+            for name in out["parents"]:
+                row[name] = round(float(out["parents"][name][i]), 4)
+                row[f"{name}_cf"] = round(float(out["cf_parents"][name][i]), 4)
+            self.rows.append(row)
+
+    def write_table(self, engine: Engine) -> None:
+        if not self.rows:
+            return
+        with atomic_path(self.output_dir / "parents.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)

@@ -1,0 +1,350 @@
+"""A conditional hierarchical VAE: the image mechanism ``x = g(pa, z, u_x)`` of the deep SCM.
+
+The design follows the top-down "very deep VAE": a bottom-up encoder, then a top-down
+decoder whose blocks each hold a stochastic latent with a prior ``p(z_i | z_<i, pa)`` and
+a posterior ``q(z_i | z_<i, x, pa)``. The parents are injected at every resolution: into
+the prior, the posterior, and the deterministic path (``h += proj([z, pa])``), so that a
+counterfactual with the latents held fixed can still change the image.
+
+The likelihood is a per-pixel discretized Gaussian over 256 levels in ``[-1, 1]``: its
+negative log-likelihood in bits per dimension is that of an 8-bit image, and its
+location/scale give the exogenous pixel noise ``u_x = (x - mu) / sigma`` for abduction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segcft.utils import InputError
+
+LOG_SCALE_MIN = -7.0
+BIN = 1.0 / 255.0  # half-width of an 8-bit level on [-1, 1]
+
+
+@dataclass
+class Stage:
+    """One resolution of the hierarchy: feature width, blocks and latent channels (0: none)."""
+
+    resolution: int
+    width: int
+    enc_blocks: int = 1
+    dec_blocks: int = 1
+    z_dim: int = 16
+
+
+@dataclass
+class HVAEConfig:
+    """Architecture of the HVAE, from config. ``stages`` run from fine to coarse."""
+
+    stages: list[Stage]
+    parent_dim: int
+    in_channels: int = 1
+    bottleneck: int = 4
+    parent_embed: int = 16
+    stages_dicts: list[dict] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
+        res = [s.resolution for s in self.stages]
+        if res != sorted(res, reverse=True) or len(set(res)) != len(res):
+            raise InputError(f"HVAE stages must have strictly decreasing resolutions, got {res}")
+        if not any(s.z_dim > 0 for s in self.stages):
+            raise InputError("an HVAE needs at least one stage with latents (z_dim > 0)")
+        self.stages_dicts = [asdict(s) for s in self.stages]
+
+    @property
+    def resolution(self) -> int:
+        return self.stages[0].resolution
+
+    def to_dict(self) -> dict:
+        return {
+            "stages": self.stages_dicts,
+            "parent_dim": self.parent_dim,
+            "in_channels": self.in_channels,
+            "bottleneck": self.bottleneck,
+            "parent_embed": self.parent_embed,
+        }
+
+
+#: Presets: small ones train on 2 CPU cores; the large ones are for a GPU.
+PRESETS: dict[str, list[dict]] = {
+    "cpu64": [
+        {"resolution": 64, "width": 32, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 0},
+        {"resolution": 32, "width": 64, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 8},
+        {"resolution": 16, "width": 64, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 8, "width": 96, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 4, "width": 128, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 1, "width": 128, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 16},
+    ],
+    "cpu128": [
+        {"resolution": 128, "width": 16, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 0},
+        {"resolution": 64, "width": 32, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 0},
+        {"resolution": 32, "width": 64, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 8},
+        {"resolution": 16, "width": 64, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 8, "width": 96, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 4, "width": 128, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+        {"resolution": 1, "width": 128, "enc_blocks": 1, "dec_blocks": 1, "z_dim": 16},
+    ],
+    "gpu192": [
+        {"resolution": 192, "width": 32, "enc_blocks": 3, "dec_blocks": 2, "z_dim": 0},
+        {"resolution": 96, "width": 64, "enc_blocks": 4, "dec_blocks": 3, "z_dim": 8},
+        {"resolution": 48, "width": 96, "enc_blocks": 5, "dec_blocks": 5, "z_dim": 16},
+        {"resolution": 24, "width": 128, "enc_blocks": 6, "dec_blocks": 6, "z_dim": 16},
+        {"resolution": 12, "width": 192, "enc_blocks": 6, "dec_blocks": 6, "z_dim": 16},
+        {"resolution": 6, "width": 256, "enc_blocks": 4, "dec_blocks": 4, "z_dim": 16},
+        {"resolution": 1, "width": 256, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+    ],
+    "gpu256": [
+        {"resolution": 256, "width": 32, "enc_blocks": 3, "dec_blocks": 2, "z_dim": 0},
+        {"resolution": 128, "width": 64, "enc_blocks": 4, "dec_blocks": 3, "z_dim": 8},
+        {"resolution": 64, "width": 96, "enc_blocks": 5, "dec_blocks": 5, "z_dim": 16},
+        {"resolution": 32, "width": 128, "enc_blocks": 6, "dec_blocks": 6, "z_dim": 16},
+        {"resolution": 16, "width": 192, "enc_blocks": 6, "dec_blocks": 6, "z_dim": 16},
+        {"resolution": 8, "width": 256, "enc_blocks": 4, "dec_blocks": 4, "z_dim": 16},
+        {"resolution": 1, "width": 256, "enc_blocks": 2, "dec_blocks": 2, "z_dim": 16},
+    ],
+}
+
+
+def hvae_config(preset: str | None, parent_dim: int, stages: Sequence[dict] | None = None, **kwargs) -> HVAEConfig:
+    """An :class:`HVAEConfig` from a preset name or explicit stages."""
+    if stages is None:
+        if preset not in PRESETS:
+            raise InputError(f"unknown HVAE preset {preset!r}; known: {sorted(PRESETS)}")
+        stages = PRESETS[preset]
+    return HVAEConfig(stages=list(stages), parent_dim=parent_dim, **kwargs)
+
+
+class ResBlock(nn.Module):
+    """Bottleneck residual block (GELU, 1x1 - 3x3 - 3x3 - 1x1), residual when shapes allow."""
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, residual: bool = True, zero_last: bool = False) -> None:
+        super().__init__()
+        self.residual = residual and in_ch == out_ch
+        self.net = nn.Sequential(
+            nn.GELU(), nn.Conv2d(in_ch, mid_ch, 1),
+            nn.GELU(), nn.Conv2d(mid_ch, mid_ch, 3, padding=1),
+            nn.GELU(), nn.Conv2d(mid_ch, mid_ch, 3, padding=1),
+            nn.GELU(), nn.Conv2d(mid_ch, out_ch, 1),
+        )
+        if zero_last:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return x + out if self.residual else out
+
+
+def _resize(h: torch.Tensor, resolution: int) -> torch.Tensor:
+    if h.shape[-1] == resolution:
+        return h
+    if h.shape[-1] > resolution:
+        return F.adaptive_avg_pool2d(h, resolution)
+    return F.interpolate(h, size=(resolution, resolution), mode="nearest")
+
+
+class Encoder(nn.Module):
+    """Bottom-up path: features at every resolution, for the posteriors."""
+
+    def __init__(self, cfg: HVAEConfig) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(cfg.in_channels, cfg.stages[0].width, 3, padding=1)
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for i, s in enumerate(cfg.stages):
+            mid = max(s.width // cfg.bottleneck, 8)
+            self.blocks.append(nn.Sequential(*[ResBlock(s.width, mid, s.width) for _ in range(s.enc_blocks)]))
+            nxt = cfg.stages[i + 1].width if i + 1 < len(cfg.stages) else s.width
+            self.transitions.append(nn.Conv2d(s.width, nxt, 1) if nxt != s.width else nn.Identity())
+        self.resolutions = [s.resolution for s in cfg.stages]
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        h = self.stem(x)
+        acts = {}
+        for i, (blocks, trans) in enumerate(zip(self.blocks, self.transitions)):
+            h = blocks(_resize(h, self.resolutions[i]))
+            acts[self.resolutions[i]] = h
+            h = trans(h)
+        return acts
+
+
+class DecoderBlock(nn.Module):
+    """One top-down block: a latent with prior and posterior given the parents, then a residual block."""
+
+    def __init__(self, width: int, z_dim: int, pa_embed: int, parent_dim: int, bottleneck: int, n_blocks: int) -> None:
+        super().__init__()
+        mid = max(width // bottleneck, 8)
+        self.z_dim = z_dim
+        self.pa = nn.Sequential(nn.Linear(parent_dim, pa_embed), nn.GELU(), nn.Linear(pa_embed, pa_embed))
+        if z_dim:
+            self.prior = ResBlock(width + pa_embed, mid, 2 * z_dim + width, residual=False, zero_last=True)
+            self.posterior = ResBlock(2 * width + pa_embed, mid, 2 * z_dim, residual=False)
+            self.z_proj = nn.Conv2d(z_dim + pa_embed, width, 1)
+            nn.init.normal_(self.z_proj.weight, std=1.0 / math.sqrt(n_blocks))
+        else:
+            self.z_proj = nn.Conv2d(pa_embed, width, 1)
+        self.res = ResBlock(width, mid, width)
+        nn.init.normal_(self.res.net[-1].weight, std=1.0 / math.sqrt(n_blocks) * 0.1)
+
+    def _pa_map(self, pa: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        e = self.pa(pa)[:, :, None, None]
+        return e.expand(-1, -1, h.shape[-2], h.shape[-1])
+
+    def prior_params(self, h: torch.Tensor, pa_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.prior(torch.cat([h, pa_map], 1))
+        pm, plv, feat = out[:, : self.z_dim], out[:, self.z_dim : 2 * self.z_dim], out[:, 2 * self.z_dim :]
+        return pm, plv, feat
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        pa: torch.Tensor,
+        act: torch.Tensor | None,
+        z: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        use_mean: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return ``(h, z, kl)``. With ``act`` the posterior is used, else the prior; a given ``z`` is used as is."""
+        pa_map = self._pa_map(pa, h)
+        if not self.z_dim:
+            return self.res(h + self.z_proj(pa_map)), None, None
+        pm, plv, feat = self.prior_params(h, pa_map)
+        h = h + feat
+        kl = None
+        if act is not None:
+            q = self.posterior(torch.cat([h, act, pa_map], 1))
+            qm, qlv = q[:, : self.z_dim], q[:, self.z_dim :]
+            if z is None:
+                z = qm if use_mean else qm + torch.randn_like(qm) * torch.exp(0.5 * qlv) * temperature
+            kl = gaussian_kl(qm, qlv, pm, plv)
+        elif z is None:
+            z = pm if use_mean else pm + torch.randn_like(pm) * torch.exp(0.5 * plv) * temperature
+        h = h + self.z_proj(torch.cat([z, pa_map], 1))
+        return self.res(h), z, kl
+
+
+def gaussian_kl(qm: torch.Tensor, qlv: torch.Tensor, pm: torch.Tensor, plv: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) of diagonal Gaussians, per element."""
+    return 0.5 * (plv - qlv + (qlv.exp() + (qm - pm) ** 2) / plv.exp() - 1.0)
+
+
+def dgauss_log_prob(x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Per-pixel log-probability of ``x`` in ``[-1, 1]`` under a Gaussian discretized to 256 levels."""
+    inv = torch.exp(-log_scale)
+    plus = inv * (x - loc + BIN)
+    minus = inv * (x - loc - BIN)
+    log_cdf_plus = torch.special.log_ndtr(plus)
+    log_sf_minus = torch.special.log_ndtr(-minus)
+    delta = torch.special.ndtr(plus) - torch.special.ndtr(minus)
+    # where the bin mass underflows, use the density at the centre times the bin width
+    mid = inv * (x - loc)
+    log_mid = -0.5 * mid**2 - 0.5 * math.log(2 * math.pi) - log_scale + math.log(2 * BIN)
+    log_delta = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_mid)
+    return torch.where(x < -1 + BIN, log_cdf_plus, torch.where(x > 1 - BIN, log_sf_minus, log_delta))
+
+
+class ConditionalHVAE(nn.Module):
+    """The conditional HVAE. ``pa`` is a ``(B, parent_dim)`` tensor of standardised parents."""
+
+    def __init__(self, cfg: HVAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        top = cfg.stages[-1]
+        self.h_top = nn.Parameter(torch.zeros(1, top.width, top.resolution, top.resolution))
+        n_blocks = sum(s.dec_blocks for s in cfg.stages)
+        self.dec_blocks = nn.ModuleList()
+        self.block_res: list[int] = []
+        self.up = nn.ModuleDict()
+        for i in range(len(cfg.stages) - 1, -1, -1):
+            s = cfg.stages[i]
+            for _ in range(s.dec_blocks):
+                self.dec_blocks.append(DecoderBlock(s.width, s.z_dim, cfg.parent_embed, cfg.parent_dim, cfg.bottleneck, n_blocks))
+                self.block_res.append(s.resolution)
+            if i > 0 and cfg.stages[i - 1].width != s.width:
+                self.up[str(cfg.stages[i - 1].resolution)] = nn.Conv2d(s.width, cfg.stages[i - 1].width, 1)
+        self.head = nn.Conv2d(cfg.stages[0].width, 2 * cfg.in_channels, 3, padding=1)
+        self.register_buffer("log_scale_min", torch.tensor(LOG_SCALE_MIN))
+
+    def _check(self, x: torch.Tensor | None, pa: torch.Tensor) -> None:
+        if pa.ndim != 2 or pa.shape[1] != self.cfg.parent_dim:
+            raise InputError(f"parents must be (B, {self.cfg.parent_dim}), got {tuple(pa.shape)}")
+        if x is not None and tuple(x.shape[1:]) != (self.cfg.in_channels, self.cfg.resolution, self.cfg.resolution):
+            raise InputError(
+                f"images must be (B, {self.cfg.in_channels}, {self.cfg.resolution}, {self.cfg.resolution}), got {tuple(x.shape)}"
+            )
+
+    def _decode(
+        self,
+        pa: torch.Tensor,
+        acts: dict[int, torch.Tensor] | None = None,
+        zs: Sequence[torch.Tensor | None] | None = None,
+        temperature: float = 1.0,
+        use_mean: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None], list[torch.Tensor]]:
+        h = self.h_top.expand(pa.shape[0], -1, -1, -1)
+        out_z: list[torch.Tensor | None] = []
+        kls: list[torch.Tensor] = []
+        res = self.block_res[0]
+        for i, (block, r) in enumerate(zip(self.dec_blocks, self.block_res)):
+            if r != res:
+                h = _resize(h, r)
+                if str(r) in self.up:
+                    h = self.up[str(r)](h)
+                res = r
+            act = acts[r] if acts is not None else None
+            z_in = zs[i] if zs is not None else None
+            h, z, kl = block(h, pa, act, z_in, temperature, use_mean)
+            out_z.append(z)
+            if kl is not None:
+                kls.append(kl)
+        h = _resize(h, self.cfg.resolution)
+        params = self.head(h)
+        loc, log_scale = params.chunk(2, dim=1)
+        return loc, log_scale.clamp(min=float(self.log_scale_min)), out_z, kls
+
+    def forward(self, x: torch.Tensor, pa: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
+        """Negative ELBO terms per dimension (nats), averaged over the batch; ``loss`` is what to minimise."""
+        self._check(x, pa)
+        acts = self.encoder(x)
+        loc, log_scale, _, kls = self._decode(pa, acts)
+        dims = x[0].numel()
+        nll = -dgauss_log_prob(x, loc, log_scale).flatten(1).sum(1) / dims  # (B,)
+        kl_layers = torch.stack([k.flatten(1).sum(1) for k in kls], 1) / dims  # (B, L)
+        kl = kl_layers.sum(1)
+        kl_train = kl_layers.mean(0).clamp(min=free_bits / len(kls)).sum() if free_bits > 0 else kl.mean()
+        elbo = nll + kl
+        return {
+            "loss": nll.mean() + beta * kl_train,
+            "elbo": elbo.mean(),
+            "nll": nll.mean(),
+            "kl": kl.mean(),
+            "elbo_per_sample": elbo.detach(),
+        }
+
+    def abduct_latents(
+        self, x: torch.Tensor, pa: torch.Tensor, use_mean: bool = False, temperature: float = 1.0
+    ) -> list[torch.Tensor | None]:
+        """Latents ``z ~ q(z | x, pa)`` (or the posterior means), one per decoder block."""
+        self._check(x, pa)
+        return self._decode(pa, self.encoder(x), temperature=temperature, use_mean=use_mean)[2]
+
+    def decode(self, zs: Sequence[torch.Tensor | None], pa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and log-scale of ``p(x | z, pa)`` with the latents held fixed."""
+        self._check(None, pa)
+        loc, log_scale, _, _ = self._decode(pa, zs=zs)
+        return loc, log_scale
+
+    @torch.no_grad()
+    def sample(self, pa: torch.Tensor, temperature: float = 0.8) -> torch.Tensor:
+        """Random images from the prior given parents (the location of the likelihood)."""
+        self._check(None, pa)
+        loc, _, _, _ = self._decode(pa, temperature=temperature)
+        return loc.clamp(-1, 1)
