@@ -156,3 +156,20 @@ def test_generator_bundle_trains_resumes_evaluates_and_infers(cxr_datalist, tmp_
     assert all(r["sex"] == r["sex_cf"] and float(r["age_cf"]) == pytest.approx(float(r["age"]) + 5, abs=1e-3) for r in rows)
     assert len(list((root / "counterfactuals" / "difference").glob("*.png"))) == 6
     shutil.rmtree(root)
+
+
+def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    seg = [sys.executable, "-m", "segcft.cli.main", "bench", "segmentor", "--data", str(cxr_datalist), "--out", str(tmp_path / "seg.json"),
+           "--work-dir", str(tmp_path / "seg"), "--instances", "eval", "--image-size", "32", "--epochs", "1", "--device", "cpu"]
+    assert subprocess.run(seg, capture_output=True, text=True, env=env, timeout=300).returncode == 0
+    gen = [sys.executable, "-m", "segcft.cli.main", "bench", "generator", "--data", str(cxr_datalist), "--run", str(tmp_path / "gen"),
+           "--judge", str(tmp_path / "seg.json"), "--out", str(tmp_path / "gen.json"), "--epochs", "1",
+           "--set", f"stages={__import__('json').dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false"]
+    proc = subprocess.run(gen, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = __import__("json").loads((tmp_path / "gen.json").read_text())
+    assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
+    assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
+    assert set(report["ground_truth"]["heart_area"]["+25%"]) == {"model_mae", "unchanged_mae", "n"}
+    assert report["counterfactual_images_per_second"] > 0 and report["bits_per_dim"] > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from segcft.cli.common import user_errors
+from segcft.cli.common import parse_overrides, user_errors
 
 app = typer.Typer(help="Benchmarks that train/evaluate at real sizes and write JSON reports.", no_args_is_help=True)
 
@@ -38,4 +38,28 @@ def segmentor(
     for name, entry in report["instances"].items():
         dice = ", ".join(f"{k} {v:.3f}" for k, v in entry["test_dice"].items())
         typer.echo(f"{name} ({entry['network']}): test Dice {dice}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("generator")
+@user_errors
+def generator(
+    data: Path = typer.Option(..., help="Datalist JSON; its modality picks the generator bundle."),
+    run: Path = typer.Option(..., help="Generator bundle root with models/model.pt (trained there first if missing)."),
+    judge: Path = typer.Option(..., help="Report of `segcft bench segmentor` whose 'eval' segmentor judges effectiveness."),
+    out: Path = typer.Option(..., help="Report JSON to write."),
+    bundle: Path = typer.Option(None, help="Generator bundle folder (default: bundles/<modality>_generator)."),
+    epochs: int = typer.Option(None, help="Epochs if the generator has to be trained first."),
+    device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+    seed: int = typer.Option(0, help="Seed of the interventions drawn from the test split."),
+    set_: list[str] = typer.Option([], "--set", help="Bundle config override KEY=VALUE (VALUE as JSON), repeatable."),
+) -> None:
+    """Measure the plain generator: ELBO, composition, reversibility, effectiveness, ground truth, speed."""
+    from segcft.evaluate.generator import bench_generator
+
+    report = bench_generator(
+        data, out, run_dir=run, judge_report=judge, bundle=bundle, epochs=epochs, device=device, seed=seed,
+        command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_),
+    )
+    typer.echo(f"ELBO {report['elbo_nats_per_dim']} nats/dim ({report['bits_per_dim']} bits/dim), composition {report['composition_max_abs']:.2e}")
     typer.echo(f"wrote {out}")

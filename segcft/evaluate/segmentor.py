@@ -82,6 +82,7 @@ def bench_segmentor(
         "command": command,
         "datalist": str(datalist),
         "bundle": str(bundle),
+        "work_dir": overrides["bundle_root"],
         "cases": {split: len(dl[split]) for split in ("training", "validation", "test")},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available()},

@@ -63,7 +63,7 @@ class Phantom(ABC):
     """A synthetic image source with a known SCM over its parent variables.
 
     Subclasses set the class attributes, ``sample_noise``, ``_mechanism``, ``render`` and
-    ``_write_image``. ``size`` is the image side in pixels; the field of view is fixed, so
+    ``write_image``. ``size`` is the image side in pixels; the field of view is fixed, so
     mm^2 values do not depend on it.
     """
 
@@ -216,8 +216,8 @@ class Phantom(ABC):
         return image, label, parents
 
     @abstractmethod
-    def _write_image(
-        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str, index: int
+    def write_image(
+        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str = "MONOCHROME2", index: int = 0
     ) -> None:
         """Write one image in the phantom's file format."""
 
@@ -244,7 +244,7 @@ class Phantom(ABC):
                 image, label = self.render(noise, parents)
                 image_rel = f"images/{case}{self.image_suffix}"
                 label_rel = f"labels/{case}.png"
-                self._write_image(image, stage / image_rel, case, parents, photometric, i)
+                self.write_image(image, stage / image_rel, case, parents, photometric, i)
                 write_png(label, stage / label_rel)
                 items.append({"case": case, "image": image_rel, "label": label_rel, "parents": parents, "noise": noise})
             split = case_split([item["case"] for item in items], seed=int(seed))

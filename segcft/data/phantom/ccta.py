@@ -201,8 +201,8 @@ class CCTAPhantom(Phantom):
         img += np.random.default_rng([seed, 1]).normal(0.0, float(noise["noise_hu"]), img.shape)
         return np.clip(np.rint(img), *HU_RANGE).astype(np.int16)
 
-    def _write_image(
-        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str, index: int
+    def write_image(
+        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str = "MONOCHROME2", index: int = 0
     ) -> None:
         if photometric != "MONOCHROME2":
             raise InputError(f"photometric {photometric!r} applies to DICOM radiographs; CCTA phantoms are NIfTI in HU")

@@ -219,8 +219,8 @@ class CXRPhantom(Phantom):
         top = 2**BITS_STORED - 1
         return np.rint(np.clip(img, 0.0, 1.0) * top).astype(np.uint16)
 
-    def _write_image(
-        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str, index: int
+    def write_image(
+        self, image: np.ndarray, path: Path, case: str, parents: Mapping[str, float], photometric: str = "MONOCHROME2", index: int = 0
     ) -> None:
         if photometric not in PHOTOMETRICS:
             raise InputError(f"photometric must be one of {PHOTOMETRICS}, got {photometric!r}")

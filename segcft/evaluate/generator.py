@@ -1,0 +1,162 @@
+"""``segcft bench generator``: the plain causal generator (no fine-tuning), measured.
+
+The model is built by the generator bundle's own config and loaded from its best EMA
+checkpoint (trained through the same config if there is none yet). Effectiveness is judged
+by the evaluation segmentor of ``segcft bench segmentor`` (another architecture and seed
+than the guide), at that segmentor's resolution.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from segcft.data.datalist import load_datalist, structures_of
+from segcft.data.phantom import phantom_from_datalist
+from segcft.evaluate import counterfactuals as cfe
+from segcft.evaluate.segmentor import bundle_for
+from segcft.models import segmentor
+from segcft.utils import InputError, write_json
+
+
+def generator_config_files(bundle: Path, datalist: dict, config: str = "train.json") -> list[str]:
+    """The bundle config, plus ``phantom.json`` for a chest phantom (its true graph)."""
+    files = [str(bundle / "configs" / config)]
+    if "phantom" in datalist and (bundle / "configs" / "phantom.json").is_file():
+        files.append(str(bundle / "configs" / "phantom.json"))
+    return files
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A MONAI ``CheckpointSaver`` file: the state dict, or ``{"model": state dict}``."""
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["model"] if "model" in state and isinstance(state["model"], dict) else state
+
+
+def load_generator(bundle: Path, files: Sequence[str], overrides: dict[str, Any]) -> tuple[ConfigParser, Any]:
+    """The generator's config parser and its EMA model loaded from ``models/model.pt``."""
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    parser.update(overrides)
+    ema = parser.get_parsed_content("ema")
+    ema.load_state_dict(load_checkpoint(Path(overrides["bundle_root"]) / "models" / "model.pt"))
+    ema.module.eval()
+    return parser, ema
+
+
+def load_judge(report_path: str | os.PathLike, structures: dict[str, int], device: torch.device) -> cfe.Judge:
+    """The evaluation segmentor recorded in a ``segcft bench segmentor`` report."""
+    report = json.loads(Path(report_path).read_text())
+    entry = report["instances"].get("eval")
+    if entry is None:
+        raise InputError(f"{report_path}: the report has no 'eval' segmentor instance")
+    network = segmentor(entry["network"], len(structures) + 1)
+    network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / "eval" / "model.pt"))
+    return cfe.Judge(network.to(device), structures, entry["image_size"])
+
+
+def bench_generator(
+    datalist: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    run_dir: str | os.PathLike,
+    judge_report: str | os.PathLike,
+    bundle: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    command: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure the generator in ``run_dir`` on the test split; write and return the report.
+
+    ``config_overrides`` are applied to the bundle config as ``monai.bundle run`` would.
+    """
+    torch.manual_seed(seed)
+    datalist = Path(datalist).resolve()
+    dl = load_datalist(datalist)
+    bundle = Path(bundle) if bundle else bundle_for(dl, "generator")
+    files = generator_config_files(bundle, dl)
+    overrides = {
+        **(config_overrides or {}),
+        "bundle_root": str(Path(run_dir).resolve()),
+        "datalist": str(datalist),
+        "device": device,
+        "seed": seed,
+    }
+    report: dict[str, Any] = {
+        "benchmark": "generator",
+        "command": command,
+        "datalist": str(datalist),
+        "bundle": str(bundle),
+        "run_dir": overrides["bundle_root"],
+        "judge": str(judge_report),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "seed": seed,
+    }
+    if not (Path(run_dir) / "models" / "model.pt").is_file():
+        wf = ConfigWorkflow(config_file=files, meta_file=None, logging_file=False, **overrides, **({"epochs": epochs} if epochs else {}))
+        wf.initialize()
+        start = time.perf_counter()
+        wf.run()
+        report["train_seconds"] = round(time.perf_counter() - start, 1)
+        wf.finalize()
+    parser, ema = load_generator(bundle, files, overrides)
+    scm = ema.module
+    variables = parser.get_parsed_content("variables")
+    size, modality = parser.get_parsed_content("image_size"), parser.get_parsed_content("modality")
+    data = cfe.load_split(dl, "test", size, modality, variables)
+    judge = load_judge(judge_report, structures_of(dl), torch.device(device))
+    structure_of = {
+        v: dl["variables"][v]["structure"]
+        for v in variables
+        if dl["variables"][v].get("structure") and dl["variables"][v].get("unit") == "mm2" and not dl["variables"][v].get("region")
+    }
+    metric = "mape" if modality == "cxr" else "mae"
+    report.update({
+        "variables": variables,
+        "image_size": size,
+        "test_cases": len(data),
+        "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)",
+        **cfe.test_elbo(scm, data),
+        "composition_max_abs": cfe.composition_error(scm, data),
+        "reversibility": cfe.reversibility_error(scm, data, list(structure_of)),
+        "noise_floor": cfe.noise_floor(data, judge, structure_of, metric),
+        "effectiveness": cfe.effectiveness(scm, data, judge, structure_of, metric, seed),
+    })
+    if "phantom" in dl:
+        report["ground_truth"] = cfe.ground_truth_error(scm, data, phantom_from_datalist(dl), list(structure_of), modality, size)
+    report["counterfactual_images_per_second"] = cfe.images_per_second(
+        lambda: len(cfe.counterfactual_images(scm, data, {})), repeats=2
+    )
+    report["train_images_per_second"] = _train_throughput(scm, data)
+    write_json(report, out)
+    return report
+
+
+def _train_throughput(scm, data: cfe.EvalData, batch_size: int = 16) -> float:
+    """Images per second of HVAE training steps (forward, backward, update) on a copy of the model."""
+    model = copy.deepcopy(scm).train()
+    optimizer = torch.optim.AdamW(model.image.parameters(), lr=1e-5)
+    device = model.cond_mean.device
+    x = data.images[:batch_size].to(device)
+    cond = model.condition({k: v[:batch_size].to(device) for k, v in data.parents.items()})
+
+    def step() -> int:
+        optimizer.zero_grad()
+        model.image(x, cond)["loss"].backward()
+        optimizer.step()
+        return x.shape[0]
+
+    return cfe.images_per_second(step, repeats=3)
