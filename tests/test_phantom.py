@@ -7,10 +7,12 @@ import math
 
 import nibabel as nib
 import numpy as np
+import torch
 import pydicom
 import pytest
 
 from segcft.data.datalist import SPLITS, structure_variable
+from segcft.measure import regional_area_values
 from segcft.data.io import read_image, read_label_map
 from segcft.data.phantom import CCTAPhantom, CXRPhantom, make_phantom, phantom_from_datalist
 from segcft.utils import InputError
@@ -96,8 +98,10 @@ def test_datalist_layout_recreates_the_phantom(written):
 def test_null_intervention_reproduces_the_file_bit_for_bit(written):
     phantom, out, dl = written
     for item in _items(dl)[:3]:
-        image, _, parents = phantom.counterfactual(item["noise"], {})
-        assert parents == item["parents"]
+        image, label, parents = phantom.counterfactual(item["noise"], {})
+        assert parents == {k: item["parents"][k] for k in parents}
+        regional = regional_area_values(torch.from_numpy(label), phantom.structures, phantom.regions, phantom.spacing)
+        assert regional and regional == {k: item["parents"][k] for k in regional}
         path = out / item["image"]
         if phantom.kind == "cxr":
             stored = pydicom.dcmread(path).pixel_array

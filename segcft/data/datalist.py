@@ -59,6 +59,15 @@ def area_variables(structures: Mapping[str, int]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def region_variables(specs) -> dict[str, dict[str, Any]]:
+    """The mm^2 variables of every region of the given :class:`~segcft.measure.RegionSpec` partitions."""
+    return {
+        name: variable("continuous", "mm2", spec.structure, region)
+        for spec in specs
+        for region, name in zip(spec.regions, spec.variable_names())
+    }
+
+
 def make_datalist(
     name: str,
     structures: Mapping[str, int],

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segcft.data.datalist import area_variables, case_split, make_datalist, variable, write_datalist
+from segcft.data.datalist import area_variables, case_split, make_datalist, region_variables, variable, write_datalist
 from segcft.data.io import read_label_map, read_png, write_png
 from segcft.data.structures import CXR_REGIONS, CXR_STRUCTURES
-from segcft.measure import hard_areas, partition, region_areas
+from segcft.measure import hard_areas, regional_area_values
 from segcft.utils import InputError, staged_dir
 
 #: Pixel spacing of the 512 x 512 JSRT images (2048 px at 0.175 mm, downsampled by 4).
@@ -65,9 +65,7 @@ def jsrt_variables() -> dict[str, dict]:
     """Variables of the JSRT datalist: structure areas, lung-zone areas and the nodule flag."""
     variables = {"nodule": variable("binary", None, None, description="lung nodule present (JPCLN)")}
     variables.update(area_variables(CXR_STRUCTURES))
-    for spec in CXR_REGIONS:
-        for region, name in zip(spec.regions, spec.variable_names()):
-            variables[name] = variable("continuous", "mm2", spec.structure, region)
+    variables.update(region_variables(CXR_REGIONS))
     return variables
 
 
@@ -78,11 +76,7 @@ def measure_parents(labels: np.ndarray, spacing: tuple[float, float]) -> dict[st
     for name, area in hard_areas(lab, CXR_STRUCTURES, spacing).items():
         parents[f"{name}_area"] = round(float(area["mm2"][0]), 3)
         parents[f"{name}_area_px"] = float(area["px"][0])
-    for spec in CXR_REGIONS:
-        regions = partition(lab, CXR_STRUCTURES, spec)
-        occupancy = (lab == CXR_STRUCTURES[spec.structure]).float()
-        for name, area in region_areas(occupancy, regions, spec, spacing).items():
-            parents[name] = round(float(area["mm2"][0]), 3)
+    parents.update(regional_area_values(lab[0], CXR_STRUCTURES, CXR_REGIONS, spacing))
     return parents
 
 

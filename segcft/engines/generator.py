@@ -40,7 +40,8 @@ def ema_model(scm: DeepSCM, decay: float = 0.999) -> AveragedModel:
     return AveragedModel(scm, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _batch(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def batch_tensors(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Images and parents of a collated batch, on ``device``."""
     x = batch["image"].to(device)
     pa = {k: v.to(device) for k, v in batch["parents"].items()}
     return torch.as_tensor(x), pa
@@ -82,7 +83,7 @@ class HVAETrainer(Trainer):
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
         self.scm.image.train()
-        x, pa = _batch(self.scm, batchdata, engine.state.device)
+        x, pa = batch_tensors(self.scm, batchdata, engine.state.device)
         beta = min(1.0, engine.state.iteration / max(1, self.kl_warmup_steps))
         out = self.scm.image(x, self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
         self.optimizer.zero_grad(set_to_none=True)
@@ -136,7 +137,7 @@ class HVAEEvaluator(Evaluator):
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, torch.Tensor]:  # type: ignore[override]
         scm: DeepSCM = self.ema.module
         scm.eval()
-        x, pa = _batch(scm, batchdata, engine.state.device)
+        x, pa = batch_tensors(scm, batchdata, engine.state.device)
         with torch.no_grad():
             out = scm.image(x, scm.condition(pa))
         return {"elbo_per_sample": out["elbo_per_sample"]}
@@ -164,7 +165,7 @@ class SampleGridHandler:
     def __call__(self, engine: Engine) -> None:
         scm: DeepSCM = self.ema.module
         scm.eval()
-        x, pa = _batch(scm, {k: self.batch[k] for k in ("image", "parents")}, engine.state.device)
+        x, pa = batch_tensors(scm, {k: self.batch[k] for k in ("image", "parents")}, engine.state.device)
         x, pa = x[: self.n], {k: v[: self.n] for k, v in pa.items()}
         cond = scm.condition(pa)
         zs = scm.image.abduct_latents(x, cond, use_mean=True)
@@ -207,7 +208,7 @@ class CounterfactualEngine(Evaluator):
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:  # type: ignore[override]
         scm: DeepSCM = self.ema.module
         scm.eval()
-        x, pa = _batch(scm, batchdata, engine.state.device)
+        x, pa = batch_tensors(scm, batchdata, engine.state.device)
         with torch.no_grad():
             cf = scm.counterfactual(x, pa, self.do, particles=self.particles, use_mean=self.particles == 1)
         return {"image": x, "parents": pa, "cf_image": cf.image, "cf_parents": cf.parents, "variance": cf.variance}

@@ -9,6 +9,7 @@ from segcft.measure.regions import (
     partition,
     region_areas,
     region_variable_name,
+    regional_area_values,
 )
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "pixel_area_mm2",
     "region_areas",
     "region_variable_name",
+    "regional_area_values",
     "soft_areas",
 ]

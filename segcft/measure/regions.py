@@ -146,3 +146,16 @@ def region_areas(
 
 
 __all__ = ["RegionSpec", "angular_sectors", "axial_bands", "centroid", "partition", "region_areas"]
+
+
+def regional_area_values(
+    labels: torch.Tensor, structures: Mapping[str, int], specs: Sequence[RegionSpec], spacing: Spacing
+) -> dict[str, float]:
+    """Regional areas (mm^2) of one ``(H, W)`` label map, for the parents recorded in datalists."""
+    lab = torch.as_tensor(labels).long()[None]
+    out = {}
+    for spec in specs:
+        occupancy = (lab == structures[spec.structure]).float()
+        for name, area in region_areas(occupancy, partition(lab, structures, spec), spec, spacing).items():
+            out[name] = round(float(area["mm2"][0]), 3)
+    return out

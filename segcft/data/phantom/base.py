@@ -23,12 +23,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from scipy.special import expit
 from tqdm import tqdm
 
-from segcft.data.datalist import area_variables, case_split, make_datalist, structure_variable, write_datalist
+from segcft.data.datalist import (
+    area_variables,
+    case_split,
+    make_datalist,
+    region_variables,
+    structure_variable,
+    write_datalist,
+)
 from segcft.data.io import write_png
-from segcft.measure import RegionSpec
+from segcft.measure import RegionSpec, regional_area_values
 from segcft.utils import InputError, staged_dir
 
 #: The fewest pixels the smallest structure may have, so pixel rounding stays well under 2%.
@@ -246,13 +254,15 @@ class Phantom(ABC):
                 label_rel = f"labels/{case}.png"
                 self.write_image(image, stage / image_rel, case, parents, photometric, i)
                 write_png(label, stage / label_rel)
-                items.append({"case": case, "image": image_rel, "label": label_rel, "parents": parents, "noise": noise})
+                # regional areas are measurements of the rendered masks, recorded for positional variables
+                measured = regional_area_values(torch.from_numpy(label), self.structures, self.regions, self.spacing)
+                items.append({"case": case, "image": image_rel, "label": label_rel, "parents": {**parents, **measured}, "noise": noise})
             split = case_split([item["case"] for item in items], seed=int(seed))
             by_case = {item["case"]: item for item in items}
             datalist = make_datalist(
                 f"phantom_{self.kind}",
                 self.structures,
-                self.variables,
+                {**self.variables, **region_variables(self.regions)},
                 {name: [by_case[c] for c in cases] for name, cases in split.items()},
                 description=self.description,
                 modality=self.modality,

@@ -1,0 +1,117 @@
+"""Guides for counterfactual fine-tuning: frozen networks that measure a counterfactual's parents.
+
+Every guide compares what it measures on ``x*`` with the counterfactual parents ``pa*`` by
+relative error, averaged over all the variables it knows, so untouched structures are held
+in place too (METHOD.md section 3).
+
+- :class:`RegressorGuide` (Reg-CFT, the baseline): a CNN regressing the areas from the image.
+- :class:`SegmentorGuide` (Seg-CFT): the guide segmentor; differentiable *soft* areas, the
+  softmax probability of each class summed and times the pixel area.
+- Positional Seg-CFT: a :class:`SegmentorGuide` with regional variables; each structure's
+  partition is computed on the *factual* image (from the guide's hard prediction) and held
+  fixed while the counterfactual is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segcft.measure import RegionSpec, partition, region_areas, soft_areas
+from segcft.utils import InputError
+
+
+class Guide(nn.Module):
+    """A frozen measuring network. Subclasses implement :meth:`measure`."""
+
+    variables: list[str]
+
+    def freeze(self) -> Guide:
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> Guide:  # a guide never leaves eval mode (frozen batch norm)
+        return super().train(False)
+
+    def measure(self, x: torch.Tensor, spacing: torch.Tensor, factual: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The guide's values of its variables on images ``x`` (differentiable in ``x``)."""
+        raise NotImplementedError
+
+    def loss(
+        self, x_cf: torch.Tensor, pa_cf: Mapping[str, torch.Tensor], spacing: torch.Tensor, factual: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean relative error between the measured values and ``pa*`` over all the guide's variables."""
+        measured = self.measure(x_cf, spacing, factual)
+        errors = [(measured[v] - pa_cf[v]).abs() / pa_cf[v].abs().clamp(min=1e-6) for v in self.variables]
+        return torch.stack(errors, 1).mean()
+
+
+class SegmentorGuide(Guide):
+    """Soft areas (mm^2) of structures, and optionally of regions, from a frozen segmentor.
+
+    ``variables`` maps each structure variable to its structure; ``regional`` maps each
+    regional variable to ``(RegionSpec, region index)``. Images are resized to the
+    segmentor's ``size`` and the spacing follows.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        structures: Mapping[str, int],
+        size: int,
+        variables: Mapping[str, str],
+        regional: Mapping[str, tuple[RegionSpec, int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.structures = dict(structures)
+        self.size = size
+        self.structure_of = dict(variables)
+        self.regional = dict(regional or {})
+        for name, structure in [*self.structure_of.items(), *((v, s.structure) for v, (s, _) in self.regional.items())]:
+            if structure not in self.structures:
+                raise InputError(f"guide variable {name!r} measures unknown structure {structure!r}")
+        self.variables = [*self.structure_of, *self.regional]
+        self.freeze()
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.network(x).softmax(1)
+
+    def measure(self, x: torch.Tensor, spacing: torch.Tensor, factual: torch.Tensor) -> dict[str, torch.Tensor]:
+        sp = spacing * (x.shape[-1] / self.size)
+        probs = self._probs(x)
+        areas = soft_areas(probs, self.structures, sp)
+        out = {v: areas[s]["mm2"] for v, s in self.structure_of.items()}
+        if self.regional:
+            with torch.no_grad():
+                labels = self._probs(factual).argmax(1)
+            maps = {}
+            for name, (spec, index) in self.regional.items():
+                if spec not in maps:
+                    maps[spec] = partition(labels, self.structures, spec)
+                occupancy = probs[:, self.structures[spec.structure]]
+                out[name] = region_areas(occupancy, maps[spec], spec, sp)[spec.variable_names()[index]]["mm2"]
+        return out
+
+
+class RegressorGuide(Guide):
+    """A CNN that regresses standardised log areas; measured areas are ``exp(mean + std * output)``."""
+
+    def __init__(self, network: nn.Module, variables: Sequence[str], stats: Mapping[str, tuple[float, float]]) -> None:
+        super().__init__()
+        self.network = network
+        self.variables = list(variables)
+        self.register_buffer("mean", torch.tensor([stats[v][0] for v in self.variables], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([stats[v][1] for v in self.variables], dtype=torch.float32))
+        self.freeze()
+
+    def measure(self, x: torch.Tensor, spacing: torch.Tensor, factual: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = torch.exp(self.mean + self.std * self.network(x))
+        return {v: out[:, i] for i, v in enumerate(self.variables)}

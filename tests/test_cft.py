@@ -1,0 +1,133 @@
+"""Counterfactual fine-tuning at CI size: the Lagrangian, the sampler, frozen guides, locality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segcft.causal.parents import fit_parent_scm
+from segcft.causal.scm import build_deep_scm, training_parents
+from segcft.cft import InterventionSampler, LagrangeMultiplier, RegressorGuide, SegmentorGuide
+from segcft.data.datalist import load_datalist, structures_of
+from segcft.data.phantom import make_phantom
+from segcft.data.structures import CXR_REGIONS
+from segcft.data.transforms import image_pipeline
+from segcft.engines.cft import CFTTrainer, elbo_bound
+from segcft.evaluate.counterfactuals import locality
+from segcft.models import segmentor
+from monai.networks.nets import Regressor
+
+STAGES = [{"resolution": 32, "width": 8, "z_dim": 0}, {"resolution": 8, "width": 16, "z_dim": 4}, {"resolution": 1, "width": 16, "z_dim": 4}]
+AREAS = {"heart_area": "heart", "left_lung_area": "left_lung", "right_lung_area": "right_lung"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lambda_rises_while_the_elbo_exceeds_eps_and_never_goes_negative():
+    lag = LagrangeMultiplier(init=0.0, lr=0.1, damping=1.0)
+    for _ in range(3):
+        lag.penalty(torch.tensor(5.0), eps=4.0).backward()  # ELBO above eps: violated
+        lag.step()
+    high = float(lag.value)
+    assert high > 0
+    for _ in range(50):
+        lag.penalty(torch.tensor(3.0), eps=4.0).backward()  # satisfied: lambda falls, clamped at 0
+        lag.step()
+    assert float(lag.value) == 0.0
+
+
+def test_sampler_picks_one_variable_within_support():
+    support = {"a": (1.0, 10.0), "b": (0.0, 2.0)}
+    pa = {"a": torch.tensor([2.0, 5.0, 9.0]), "b": torch.tensor([1.0, 1.5, 0.5])}
+    draws = [InterventionSampler(["a", "b"], support, seed=3)(pa) for _ in range(2)]
+    assert draws[0].keys() == draws[1].keys() and all(torch.equal(draws[0][k], draws[1][k]) for k in draws[0])
+    sampler = InterventionSampler(["a", "b"], support, max_change=5.0, seed=0)
+    for _ in range(20):
+        do = sampler(pa)
+        ((name, target),) = do.items()
+        assert (target >= support[name][0]).all() and (target <= support[name][1]).all()
+
+
+def test_locality_is_one_for_a_change_inside_the_mask_and_falls_outside():
+    x = torch.zeros(2, 1, 20, 20)
+    mask = torch.zeros(2, 20, 20, dtype=torch.bool)
+    mask[:, 5:10, 5:10] = True
+    x_cf = x.clone()
+    x_cf[0, 0, 6:9, 6:9] = 0.5  # inside
+    x_cf[1, 0, 0:2, 15:20] = 0.5  # far outside
+    share = locality(x, x_cf, mask, dilation=2)
+    assert share[0] == 1.0 and share[1] == 0.0
+    assert locality(x, x, mask)[0] == 1.0
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny phantom, and a deep SCM whose parents include the regional left_lung_lower_area."""
+    torch.manual_seed(0)
+    path = make_phantom("cxr", 64).write_dataset(tmp_path_factory.mktemp("cxr"), 16, seed=0, progress=False)
+    dl = load_datalist(path)
+    graph = {**dl["graph"], "left_lung_lower_area": ["left_lung_area"]}
+    variables = list(graph)
+    scm = build_deep_scm(dl, variables, graph, stages=STAGES, log_vars=[*AREAS, "left_lung_lower_area"])
+    fit_parent_scm(scm.parents, training_parents(dl, variables), steps=20, seed=0)
+    pipeline = image_pipeline(32, "cxr", with_label=False, variables=variables)
+    items = [pipeline(item) for item in dl["training"]]
+    batch = {
+        "image": torch.stack([torch.as_tensor(i["image"]) for i in items]),
+        "parents": {v: torch.stack([i["parents"][v] for i in items]) for v in variables},
+        "spacing": torch.stack([i["spacing"] for i in items]),
+    }
+    return dl, scm, batch
+
+
+def _guide(dl, name):
+    structures = structures_of(dl)
+    if name == "reg":
+        network = Regressor(in_shape=(1, 32, 32), out_shape=(3,), channels=(4, 8), strides=(2, 2))
+        return RegressorGuide(network, list(AREAS), {v: (9.5, 0.3) for v in AREAS})
+    regional = None
+    if name == "pos-seg":
+        spec = next(s for s in CXR_REGIONS if s.structure == "left_lung")
+        regional = {"left_lung_lower_area": (spec, spec.regions.index("lower"))}
+    return SegmentorGuide(segmentor("unet", 4, width=4), structures, 32, AREAS, regional=regional)
+
+
+@pytest.mark.parametrize("name", ["reg", "seg", "pos-seg"])
+def test_a_few_cft_steps_train_the_hvae_and_leave_guide_and_parents_frozen(setup, name):
+    dl, scm, batch = setup
+    guide = _guide(dl, name)
+    guide_before = {k: v.clone() for k, v in guide.state_dict().items()}
+    parents_before = {k: v.clone() for k, v in scm.parents.state_dict().items() if torch.is_tensor(v)}
+    image_before = [p.detach().clone() for p in scm.image.parameters()]
+    loader = [batch, batch]
+    eps = elbo_bound(scm, loader, slack=0.01)
+    targets = [*AREAS, "left_lung_lower_area"] if name == "pos-seg" else list(AREAS)
+    trainer = CFTTrainer(
+        "cpu", 1, loader, scm, guide, InterventionSampler(targets, scm.support, seed=0),
+        torch.optim.AdamW(scm.image.parameters(), lr=1e-3), LagrangeMultiplier(lr=0.1), eps,
+    )
+    trainer.run()
+    out = trainer.state.output
+    assert out["lambda"] >= 0 and out["eps"] == pytest.approx(eps) and out["guide_loss"] > 0
+    assert set(guide.variables) == set(targets)
+    assert all(torch.equal(v, guide_before[k]) for k, v in guide.state_dict().items())
+    assert all(torch.equal(v, parents_before[k]) for k, v in scm.parents.state_dict().items() if torch.is_tensor(v))
+    assert any(not torch.equal(p, q) for p, q in zip(scm.image.parameters(), image_before))
+
+
+def test_positional_guide_regions_sum_to_the_structure(setup):
+    dl, scm, batch = setup
+    guide = SegmentorGuide(segmentor("unet", 4, width=4), structures_of(dl), 32, AREAS, regional={
+        name: (spec, i) for spec in CXR_REGIONS for i, name in enumerate(spec.variable_names())
+    })
+    x = batch["image"][:4]
+    measured = guide.measure(x, batch["spacing"][:4], factual=x)
+    for lung in ("left_lung", "right_lung"):
+        zones = sum(measured[f"{lung}_{z}_area"] for z in ("upper", "middle", "lower"))
+        assert torch.allclose(zones, measured[f"{lung}_area"], rtol=1e-4)
