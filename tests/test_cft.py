@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import make_phantom
 from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
-from segcft.engines.cft import CFTTrainer, elbo_bound
+from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate.counterfactuals import locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
@@ -131,3 +133,40 @@ def test_positional_guide_regions_sum_to_the_structure(setup):
     for lung in ("left_lung", "right_lung"):
         zones = sum(measured[f"{lung}_{z}_area"] for z in ("upper", "middle", "lower"))
         assert torch.allclose(zones, measured[f"{lung}_area"], rtol=1e-4)
+
+
+def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    data = make_phantom("cxr", 64).write_dataset(tmp_path / "data", 20, seed=0, progress=False)
+    run("-m", "segcft.cli.main", "bench", "segmentor", "--data", str(data), "--out", str(tmp_path / "seg.json"),
+        "--work-dir", str(tmp_path / "seg"), "--image-size", "32", "--epochs", "1", "--device", "cpu")
+    graph = {"age": [], "sex": [], "heart_area": ["age", "sex"], "left_lung_area": ["age", "sex", "heart_area"],
+             "right_lung_area": ["age", "sex"], "left_lung_lower_area": ["left_lung_area"]}
+    sets = {"graph": graph, "stages": STAGES, "image_size": 32, "log_vars": [*AREAS, "left_lung_lower_area"]}
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "cxr_generator" / "configs"
+    files = str([str(bundle / "train.json"), str(bundle / "phantom.json")])
+    run("-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(tmp_path / "gen"), "--datalist", str(data),
+        "--epochs", "1", "--parent_steps", "20", "--progress", "False",
+        *[a for k, v in sets.items() for a in (f"--{k}", json.dumps(v).replace('"', "'"))])
+    run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
+        "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
+        *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    report = json.loads((tmp_path / "cft.json").read_text())
+    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"]
+    for method, entry in report["methods"].items():
+        assert entry["composition_max_abs"] < 1e-4
+        assert set(entry["effectiveness"]) == set(AREAS) and "left_lung_lower_area" in entry["positional"]
+        assert 0 <= entry["locality"]["heart_area"]["locality"] <= 1 and entry["ground_truth"]
+        if method != "none":
+            assert entry["finetune"]["lambda"] >= 0
+    assert (tmp_path / "cft.md").read_text().count("| pos-seg |") == 3 and (tmp_path / "cft.png").stat().st_size > 10_000

@@ -63,3 +63,30 @@ def generator(
     )
     typer.echo(f"ELBO {report['elbo_nats_per_dim']} nats/dim ({report['bits_per_dim']} bits/dim), composition {report['composition_max_abs']:.2e}")
     typer.echo(f"wrote {out}")
+
+
+@app.command("cft")
+@user_errors
+def cft(
+    data: Path = typer.Option(..., help="Datalist JSON (JSRT or phantom)."),
+    generator: Path = typer.Option(..., help="Base generator bundle root (models/model.pt), as trained by the generator bundle."),
+    segmentors: Path = typer.Option(..., help="Report of `segcft bench segmentor`: its guide guides, its eval segmentor judges."),
+    out: Path = typer.Option(..., help="Report JSON; a .md table and a .png figure are written beside it."),
+    methods: str = typer.Option("none,reg,seg,pos-seg", help="Comma-separated methods: none, reg, seg, pos-seg."),
+    steps: int = typer.Option(300, help="Fine-tuning iterations per method."),
+    lr: float = typer.Option(1e-4, help="Learning rate of the fine-tuning."),
+    eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
+    regressor_epochs: int = typer.Option(40, help="Training epochs of the Reg-CFT regressor."),
+    device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+    seed: int = typer.Option(0, help="Seed of fine-tuning, interventions and figures."),
+    set_: list[str] = typer.Option([], "--set", help="Generator config override KEY=VALUE (VALUE as JSON), repeatable."),
+) -> None:
+    """Compare no fine-tuning, Reg-CFT, Seg-CFT and Positional Seg-CFT on the same base model and interventions."""
+    from segcft.evaluate.cft import bench_cft
+
+    bench_cft(
+        data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
+        steps=steps, lr=lr, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
+        command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_),
+    )
+    typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')} and {Path(out).with_suffix('.png')}")

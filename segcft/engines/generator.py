@@ -196,13 +196,13 @@ class CounterfactualEngine(Evaluator):
         device: torch.device | str,
         val_data_loader,
         ema: AveragedModel,
-        do: Sequence[str],
+        do: str | Sequence[str],
         particles: int = 1,
         val_handlers: Sequence | None = None,
     ) -> None:
         super().__init__(device=torch.device(device), val_data_loader=val_data_loader, val_handlers=val_handlers, decollate=False)
         self.ema = ema
-        self.do = list(do)
+        self.do = [do] if isinstance(do, str) else list(do)  # `--do name=*0.8` arrives as one string
         self.particles = particles
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:  # type: ignore[override]

@@ -1,1 +1,1 @@
-"""Evaluation: segmentor benchmarks now; the counterfactual evaluation suite later."""
+"""Evaluation: segmentor, generator and CFT benchmarks, and the counterfactual metrics they share."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -89,6 +90,36 @@ class Judge:
         return {name: torch.cat(v) for name, v in out.items()}
 
 
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """Globally pooled features of the judge's deepest encoder level (BasicUNet ``down_4``), for realism."""
+        if not hasattr(self.network, "down_4"):
+            raise InputError("realism features need a BasicUNet evaluation segmentor (it has no 'down_4' level)")
+        device = next(self.network.parameters()).device
+        captured: list[torch.Tensor] = []
+        hook = self.network.down_4.register_forward_hook(lambda _m, _i, out: captured.append(out.mean((2, 3)).cpu()))
+        try:
+            for start in range(0, len(images), batch_size):
+                x = images[start : start + batch_size].to(device)
+                if x.shape[-1] != self.size:
+                    x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+                self.network(x)
+        finally:
+            hook.remove()
+        return torch.cat(captured)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets ``(N, D)``."""
+    from scipy import linalg
+
+    a64, b64 = a.double().numpy(), b.double().numpy()
+    mu_a, mu_b = a64.mean(0), b64.mean(0)
+    cov_a, cov_b = np.cov(a64, rowvar=False), np.cov(b64, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+
+
 def _batched(fn: Callable[..., torch.Tensor], data: EvalData, batch_size: int, *args) -> torch.Tensor:
     parts = []
     for start in range(0, len(data), batch_size):
@@ -97,7 +128,8 @@ def _batched(fn: Callable[..., torch.Tensor], data: EvalData, batch_size: int, *
     return torch.cat(parts)
 
 
-def _in_support(scm: DeepSCM, name: str, values: torch.Tensor) -> torch.Tensor:
+def in_support(scm: DeepSCM, name: str, values: torch.Tensor) -> torch.Tensor:
+    """Which target values lie in the model's support of ``name``."""
     lo, hi = scm.support[name]
     return (values >= lo) & (values <= hi)
 
@@ -130,10 +162,10 @@ def interventions_for(scm: DeepSCM, data: EvalData, name: str, seed: int = 0) ->
     out = {}
     for pct in RELATIVE_CHANGES:
         target = Intervention(name, "percent", pct).apply(factual)
-        out[f"{pct:+.0f}%"] = (target, _in_support(scm, name, target))
+        out[f"{pct:+.0f}%"] = (target, in_support(scm, name, target))
     perm = torch.randperm(len(factual), generator=torch.Generator().manual_seed(seed))
     target = factual[perm]
-    out["test distribution"] = (target, _in_support(scm, name, target) & (perm != torch.arange(len(factual))))
+    out["test distribution"] = (target, in_support(scm, name, target) & (perm != torch.arange(len(factual))))
     return out
 
 
@@ -147,13 +179,25 @@ def effectiveness(
         for label, (target, ok) in interventions_for(scm, data, name, seed).items():
             if not ok.any():
                 continue
-            subset = _subset(data, ok)
-            images = counterfactual_images(scm, subset, {name: target[ok]})
-            measured = judge.areas(images, subset.spacing)[structure]
+            sub = subset(data, ok)
+            images = counterfactual_images(scm, sub, {name: target[ok]})
+            measured = judge.areas(images, sub.spacing)[structure]
             entry[label] = round(error(measured, target[ok], metric), 3)
             entry[f"{label} n"] = int(ok.sum())
         report[name] = entry
     return report
+
+
+def locality(x: torch.Tensor, x_cf: torch.Tensor, mask: torch.Tensor, dilation: int = 3) -> torch.Tensor:
+    """Per image, the share of the total change ``|x* - x|`` inside ``mask`` dilated by ``dilation`` px.
+
+    ``x`` and ``x_cf`` are ``(B, 1, H, W)``, ``mask`` ``(B, H, W)``; an unchanged image scores 1.
+    """
+    grown = F.max_pool2d(mask.float()[:, None], 2 * dilation + 1, stride=1, padding=dilation)
+    change = (x_cf - x).abs()
+    total = change.flatten(1).sum(1)
+    inside = (change * grown).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
 
 
 def noise_floor(data: EvalData, judge: Judge, structure_of: Mapping[str, str], metric: str) -> dict[str, float]:
@@ -176,8 +220,8 @@ def reversibility_error(scm: DeepSCM, data: EvalData, names: Sequence[str], pct:
     device = scm.cond_mean.device
     for name in names:
         target = Intervention(name, "percent", pct).apply(data.parents[name])
-        ok = _in_support(scm, name, target)
-        sub = _subset(data, ok)
+        ok = in_support(scm, name, target)
+        sub = subset(data, ok)
         pa = {k: v.to(device) for k, v in sub.parents.items()}
         x = sub.images.to(device)
         first = scm.counterfactual(x, pa, {name: target[ok].to(device)}, use_mean=True)
@@ -198,7 +242,7 @@ def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Se
             entry = {}
             for pct in (-25.0, 25.0):
                 target = Intervention(name, "percent", pct).apply(data.parents[name])
-                ok = _in_support(scm, name, target) & _in_phantom_support(phantom, name, target)
+                ok = in_support(scm, name, target) & _in_phantom_support(phantom, name, target)
                 if not ok.any():
                     continue
                 idx = torch.nonzero(ok).flatten().tolist()
@@ -209,7 +253,7 @@ def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Se
                     phantom.write_image(image, path, data.cases[i], parents)
                     true.append(torch.as_tensor(pipeline({"image": str(path)})["image"]))
                 true_t = torch.stack(true).float()
-                sub = _subset(data, ok)
+                sub = subset(data, ok)
                 model = counterfactual_images(scm, sub, {name: target[ok]})
                 entry[f"{pct:+.0f}%"] = {
                     "model_mae": round(float((model - true_t).abs().mean()), 5),
@@ -225,7 +269,8 @@ def _in_phantom_support(phantom: Phantom, name: str, values: torch.Tensor) -> to
     return (values >= lo) & (values <= hi)
 
 
-def _subset(data: EvalData, mask: torch.Tensor) -> EvalData:
+def subset(data: EvalData, mask: torch.Tensor) -> EvalData:
+    """The samples of ``data`` where ``mask`` is true."""
     idx = torch.nonzero(mask).flatten()
     return EvalData(
         cases=[data.cases[i] for i in idx.tolist()],
@@ -265,11 +310,15 @@ __all__ = [
     "composition_error",
     "counterfactual_images",
     "effectiveness",
+    "frechet_distance",
     "ground_truth_error",
     "images_per_second",
+    "in_support",
     "interventions_for",
     "load_split",
+    "locality",
     "noise_floor",
     "reversibility_error",
+    "subset",
     "test_elbo",
 ]

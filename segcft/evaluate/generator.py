@@ -61,7 +61,7 @@ def load_judge(report_path: str | os.PathLike, structures: dict[str, int], devic
     entry = report["instances"].get("eval")
     if entry is None:
         raise InputError(f"{report_path}: the report has no 'eval' segmentor instance")
-    network = segmentor(entry["network"], len(structures) + 1)
+    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))  # reports before 0.1.0 final lack "width"; 16 is the bundles' default
     network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / "eval" / "model.pt"))
     return cfe.Judge(network.to(device), structures, entry["image_size"])
 

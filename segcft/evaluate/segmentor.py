@@ -113,6 +113,7 @@ def bench_segmentor(
         entry.update(speed)
         entry["network"] = wf.parser.get_parsed_content("network_name")
         entry["image_size"] = wf.parser.get_parsed_content("image_size")
+        entry["width"] = wf.parser.get_parsed_content("width")
         entry["test_dice"] = _per_structure(metrics["test_dice"], names)
         entry["test_area_mape_percent"] = _per_structure(metrics["test_area_ape"], names)
         if len(spacings) == 1:  # one spacing at model resolution: pixel errors convert exactly

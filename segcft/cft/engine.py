@@ -11,7 +11,9 @@ from monai.engines import Trainer
 from torch.optim.swa_utils import AveragedModel
 
 from segcft.causal.scm import DeepSCM
-from segcft.cft import Guide, InterventionSampler, LagrangeMultiplier
+from segcft.cft.guides import Guide
+from segcft.cft.lagrangian import LagrangeMultiplier
+from segcft.cft.sampling import InterventionSampler
 from segcft.engines.generator import batch_tensors
 
 
@@ -52,9 +54,10 @@ class CFTTrainer(Trainer):
         grad_clip: float = 200.0,
         grad_skip: float = 2000.0,
         train_handlers: Sequence | None = None,
+        epoch_length: int | None = None,
     ) -> None:
         super().__init__(device=torch.device(device), max_epochs=max_epochs, data_loader=train_data_loader,
-                         handlers=train_handlers, decollate=False)
+                         epoch_length=epoch_length, handlers=train_handlers, decollate=False)
         self.scm, self.guide, self.sampler = scm, guide, sampler
         self.optimizer, self.lagrange, self.eps, self.ema = optimizer, lagrange, float(eps), ema
         self.grad_clip, self.grad_skip = grad_clip, grad_skip

@@ -1,0 +1,257 @@
+"""``segcft bench cft``: no fine-tuning, Reg-CFT, Seg-CFT and Positional Seg-CFT, side by side.
+
+One base generator, one ELBO bound ``eps``, the same interventions and the same judge for
+every method: each method fine-tunes its own copy of the base model for the same number of
+steps, and everything is measured on the test split (METHOD.md sections 3 and 4).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segcft.causal.interventions import Intervention
+from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, train_regressor
+from segcft.cft.guides import Guide
+from segcft.data.datalist import load_datalist, structures_of
+from segcft.data.phantom import phantom_from_datalist
+from segcft.cft.engine import CFTTrainer, elbo_bound
+from segcft.evaluate import counterfactuals as cfe
+from segcft.evaluate.generator import generator_config_files, load_checkpoint, load_generator, load_judge
+from segcft.evaluate.segmentor import bundle_for
+from segcft.figures import counterfactual_grid
+from segcft.measure import RegionSpec
+from segcft.models import segmentor
+from segcft.utils import InputError, atomic_path, write_json
+
+METHODS = ("none", "reg", "seg", "pos-seg")
+
+
+def _loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+    items = [{"image": data.images[i], "parents": {k: v[i] for k, v in data.parents.items()}, "spacing": data.spacing[i]}
+             for i in range(len(data))]
+    return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=len(items) > batch_size,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def guide_segmentor(report_path: str | os.PathLike, structures: Mapping[str, int], device: torch.device) -> tuple[torch.nn.Module, int]:
+    """The *guide* segmentor recorded in a ``segcft bench segmentor`` report, and its image size."""
+    report = json.loads(Path(report_path).read_text())
+    entry = report["instances"].get("guide")
+    if entry is None:
+        raise InputError(f"{report_path}: the report has no 'guide' segmentor instance")
+    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))  # reports before 0.1.0 final lack "width"; 16 is the bundles' default
+    network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / "guide" / "model.pt"))
+    return network.to(device), entry["image_size"]
+
+
+def finetune(
+    scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
+    batch_size: int = 16, lagrange_lr: float = 0.01, damping: float = 10.0,
+) -> dict[str, float]:
+    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations; the last iteration's output."""
+    torch.manual_seed(seed)
+    trainer = CFTTrainer(
+        scm.cond_mean.device, 1, _loader(train, batch_size, seed), scm, guide,
+        InterventionSampler(targets, scm.support, seed=seed),
+        torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01),
+        LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps,
+    )
+    trainer.run()
+    return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
+
+
+def locality_and_drift(
+    scm, data: cfe.EvalData, judge: cfe.Judge, structure_of: Mapping[str, str], pct: float = -25.0, dilation: int = 3
+) -> dict[str, dict[str, float]]:
+    """For ``do(v = v (1 + pct%))``: locality (share of |x*-x| in the dilated target) and off-target drift (%)."""
+    report = {}
+    factual_areas = judge.areas(data.images, data.spacing)
+    for name, structure in structure_of.items():
+        target = Intervention(name, "percent", pct).apply(data.parents[name])
+        ok = cfe.in_support(scm, name, target)
+        if not ok.any():
+            continue
+        sub = cfe.subset(data, ok)
+        images = cfe.counterfactual_images(scm, sub, {name: target[ok]})
+        mask = sub.labels == judge.structures[structure]
+        share = cfe.locality(sub.images, images, mask, dilation)
+        measured = judge.areas(images, sub.spacing)
+        drift = [
+            (100 * (measured[s] - factual_areas[s][ok]).abs() / factual_areas[s][ok].clamp(min=1e-6)).mean()
+            for s in judge.structures if s != structure
+        ]
+        report[name] = {"locality": round(float(share.mean()), 4), "off_target_drift_percent": round(float(torch.stack(drift).mean()), 3),
+                        "n": int(ok.sum())}
+    return report
+
+
+def realism(scm, data: cfe.EvalData, judge: cfe.Judge, names: Sequence[str], seed: int) -> float:
+    """Frechet distance between real test images and their counterfactuals (values drawn from the test split)."""
+    feats = []
+    for name in names:
+        target, ok = cfe.interventions_for(scm, data, name, seed)["test distribution"]
+        if ok.any():
+            sub = cfe.subset(data, ok)
+            feats.append(judge.features(cfe.counterfactual_images(scm, sub, {name: target[ok]})))
+    return round(cfe.frechet_distance(judge.features(data.images), torch.cat(feats)), 4)
+
+
+def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str, tuple[RegionSpec, int]], pct: float = -25.0) -> dict:
+    """``do(region *= 1 + pct%)``: the targeted region's error and how much the structure's other regions moved.
+
+    Regions are measured by the judge with the partition of the factual image held fixed.
+    """
+    report = {}
+    for name, (spec, index) in regional.items():
+        target = Intervention(name, "percent", pct).apply(data.parents[name])
+        ok = cfe.in_support(scm, name, target)
+        if not ok.any():
+            continue
+        sub = cfe.subset(data, ok)
+        images = cfe.counterfactual_images(scm, sub, {name: target[ok]})
+        region_guide = SegmentorGuide(judge.network, judge.structures, judge.size, {}, {
+            v: (spec, i) for i, v in enumerate(spec.variable_names())
+        })
+        with torch.no_grad():
+            before = region_guide.measure(sub.images, sub.spacing, factual=sub.images)
+            after = region_guide.measure(images, sub.spacing, factual=sub.images)
+        others = [v for v in spec.variable_names() if v != name]
+        report[name] = {
+            "target_mape_percent": round(cfe.error(after[name], target[ok], "mape"), 3),
+            "other_regions_change_percent": round(float(torch.stack([
+                (100 * (after[v] - before[v]).abs() / before[v].clamp(min=1e-6)).mean() for v in others
+            ]).mean()), 3),
+            "n": int(ok.sum()),
+        }
+    return report
+
+
+def bench_cft(
+    datalist: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    generator_run: str | os.PathLike,
+    segmentor_report: str | os.PathLike,
+    methods: Sequence[str] = METHODS,
+    steps: int = 300,
+    lr: float = 1e-4,
+    eps_slack: float = 0.02,
+    regressor_epochs: int = 40,
+    device: str = "cpu",
+    seed: int = 0,
+    command: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    figure_cases: int = 4,
+) -> dict[str, Any]:
+    """Fine-tune with each guide and measure every method; write JSON, a Markdown table and a figure."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise InputError(f"unknown CFT method(s) {sorted(unknown)}; known: {list(METHODS)}")
+    torch.manual_seed(seed)
+    datalist = Path(datalist).resolve()
+    dl = load_datalist(datalist)
+    bundle = bundle_for(dl, "generator")
+    files = generator_config_files(bundle, dl)
+    overrides = {**(config_overrides or {}), "bundle_root": str(Path(generator_run).resolve()), "datalist": str(datalist), "device": device}
+    parser, base = load_generator(bundle, files, overrides)
+    variables = parser.get_parsed_content("variables")
+    size, modality = parser.get_parsed_content("image_size"), parser.get_parsed_content("modality")
+    structures = structures_of(dl)
+    dev = torch.device(device)
+    train = cfe.load_split(dl, "training", size, modality, variables)
+    test = cfe.load_split(dl, "test", size, modality, variables)
+    judge = load_judge(segmentor_report, structures, dev)
+    described = dl["variables"]
+    structure_of = {v: described[v]["structure"] for v in variables
+                    if described[v].get("structure") and described[v].get("unit") == "mm2" and not described[v].get("region")}
+    specs = [RegionSpec.from_dict(r) for r in dl.get("regions", [])]
+    regional = {v: (spec, spec.variable_names().index(v)) for spec in specs for v in spec.variable_names() if v in variables}
+    if "pos-seg" in methods and not regional:
+        raise InputError("pos-seg needs a generator whose parents include regional variables (e.g. left_lung_lower_area)")
+    metric = "mape" if modality == "cxr" else "mae"
+    eps = elbo_bound(base.module, _loader(train, 32, seed), eps_slack)
+    report: dict[str, Any] = {
+        "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
+        "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "seed": seed, "steps": steps, "lr": lr, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
+        "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
+        "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
+        "methods": {},
+    }
+    models = {}
+    for method in methods:
+        scm = copy.deepcopy(base.module)
+        entry: dict[str, Any] = {}
+        if method != "none":
+            targets = list(structure_of) + (list(regional) if method == "pos-seg" else [])
+            guide = _make_guide(method, segmentor_report, structures, dev, train, structure_of, regional, regressor_epochs, seed)
+            entry["finetune"] = finetune(scm, guide, train, targets, eps, steps, lr, seed)
+        scm.eval()
+        entry.update({
+            **cfe.test_elbo(scm, test),
+            "composition_max_abs": cfe.composition_error(scm, test),
+            "reversibility": cfe.reversibility_error(scm, test, list(structure_of)),
+            "effectiveness": cfe.effectiveness(scm, test, judge, structure_of, metric, seed),
+            "locality": locality_and_drift(scm, test, judge, structure_of),
+            "realism_frechet": realism(scm, test, judge, list(structure_of), seed),
+        })
+        if regional:
+            entry["positional"] = positional(scm, test, judge, regional)
+        if "phantom" in dl:
+            entry["ground_truth"] = cfe.ground_truth_error(scm, test, phantom_from_datalist(dl), list(structure_of), modality, size)
+        report["methods"][method] = entry
+        models[method] = scm
+    write_json(report, out)
+    _write_table(report, Path(out).with_suffix(".md"))
+    _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases)
+    return report
+
+
+def _make_guide(method, segmentor_report, structures, device, train, structure_of, regional, regressor_epochs, seed) -> Guide:
+    if method == "reg":
+        return train_regressor(train.images, train.parents, list(structure_of), epochs=regressor_epochs, seed=seed, device=device)
+    network, size = guide_segmentor(segmentor_report, structures, device)
+    return SegmentorGuide(network, structures, size, structure_of, regional if method == "pos-seg" else None)
+
+
+def _write_table(report: Mapping[str, Any], path: Path) -> None:
+    """The headline numbers as Markdown: effectiveness (test-distribution do), locality, drift, ELBO, realism."""
+    lines = [f"Effectiveness: {report['effectiveness_metric']} of the judge-measured area (noise floor: "
+             + ", ".join(f"{k} {v}" for k, v in report["noise_floor"].items()) + f"); eps = {report['eps']} nats/dim", ""]
+    lines.append("| method | variable | do ~ test split | -25% | +25% | locality | off-target drift % | test ELBO | realism FD |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for method, entry in report["methods"].items():
+        for name, eff in entry["effectiveness"].items():
+            loc = entry["locality"].get(name, {})
+            lines.append(
+                f"| {method} | {name} | {eff.get('test distribution', '-')} | {eff.get('-25%', '-')} | {eff.get('+25%', '-')} "
+                f"| {loc.get('locality', '-')} | {loc.get('off_target_drift_percent', '-')} | {entry['elbo_nats_per_dim']} "
+                f"| {entry['realism_frechet']} |"
+            )
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _write_figure(models: Mapping[str, Any], data: cfe.EvalData, structure_of: Mapping[str, str], path: Path, cases: int) -> None:
+    """Rows: cases; columns: the original, then each method's counterfactual of the same do() with its difference."""
+    name = next(iter(structure_of))
+    target = Intervention(name, "percent", -25.0).apply(data.parents[name])
+    ok = torch.ones(len(data), dtype=torch.bool)
+    for scm in models.values():
+        ok &= cfe.in_support(scm, name, target)
+    sub = cfe.subset(data, ok)
+    n = min(cases, len(sub))
+    sub = cfe.subset(sub, torch.arange(len(sub)) < n)
+    cfs = {m: cfe.counterfactual_images(scm, sub, {name: target[ok][:n]}) for m, scm in models.items()}
+    rows = [{"label": sub.cases[i], "original": sub.images[i, 0].numpy(),
+             "counterfactuals": {m: cfs[m][i, 0].numpy() for m in models}} for i in range(n)]
+    counterfactual_grid(rows, path, title=f"do({name} = -25%)")
