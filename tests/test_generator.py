@@ -173,3 +173,16 @@ def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     assert set(report["ground_truth"]["heart_area"]["+25%"]) == {"model_mae", "unchanged_mae", "n"}
     assert report["counterfactual_images_per_second"] > 0 and report["bits_per_dim"] > 0
+
+
+def test_ema_tracks_recent_weights_early_in_training():
+    from segcft.engines.generator import ema_model
+
+    model = torch.nn.Linear(2, 1)
+    ema = ema_model(model, decay=0.999)
+    with torch.no_grad():
+        for step in range(50):
+            model.weight.fill_(float(step))
+            ema.update_parameters(model)
+    # a fixed decay of 0.999 would leave the average near the first weights (about 1)
+    assert float(ema.module.weight.detach()[0, 0]) > 40

@@ -19,7 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 from monai.engines import Evaluator, Trainer
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from segcft.causal.scm import DeepSCM
 from segcft.data.io import write_nifti, write_png
@@ -36,8 +36,18 @@ def lower_is_better(current: float, best: float) -> bool:
 
 
 def ema_model(scm: DeepSCM, decay: float = 0.999) -> AveragedModel:
-    """An EMA copy of the deep SCM (parents included, which are frozen and so stay equal)."""
-    return AveragedModel(scm, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    """An EMA copy of the deep SCM (parents included, which are frozen and so stay equal).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates: with a
+    fixed 0.999 the average would still be mostly the first, untrained weights after a few
+    hundred steps, and validation, samples and the saved model would all be that.
+    """
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        rate = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return rate * averaged + (1.0 - rate) * current
+
+    return AveragedModel(scm, avg_fn=average, use_buffers=True)
 
 
 def batch_tensors(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
