@@ -41,3 +41,14 @@ def rg1_path() -> Path:
     path = get_testdata_file("RG1_UNCR.dcm")
     assert path is not None, "pydicom-data is not installed"
     return Path(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's small models on one thread: on 2 cores, thread contention costs more than it gains."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

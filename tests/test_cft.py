@@ -23,12 +23,7 @@ STAGES = [{"resolution": 32, "width": 8, "z_dim": 0}, {"resolution": 8, "width":
 AREAS = {"heart_area": "heart", "left_lung_area": "left_lung", "right_lung_area": "right_lung"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lambda_rises_while_the_elbo_exceeds_eps_and_never_goes_negative():

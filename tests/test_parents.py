@@ -34,13 +34,7 @@ MODEL = {"transforms": 2, "hidden": 16}
 FIT = {"steps": 60, "lr": 1e-2, "batch_size": N_SAMPLES, "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

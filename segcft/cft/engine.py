@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +13,7 @@ from segcft.causal.scm import DeepSCM
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
 from segcft.cft.sampling import InterventionSampler
-from segcft.engines.generator import batch_tensors
+from segcft.engines.generator import batch_tensors, clip_or_skip
 
 
 @torch.no_grad()
@@ -77,8 +76,7 @@ class CFTTrainer(Trainer):
         loss = guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.scm.image.parameters(), self.grad_clip))
-        skipped = not (math.isfinite(grad_norm) and grad_norm < self.grad_skip and math.isfinite(float(loss.detach())))
+        grad_norm, skipped = clip_or_skip(self.scm.image.parameters(), float(loss.detach()), self.grad_clip, self.grad_skip)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.lagrange.optimizer.zero_grad(set_to_none=True)

@@ -50,6 +50,12 @@ def ema_model(scm: DeepSCM, decay: float = 0.999) -> AveragedModel:
     return AveragedModel(scm, avg_fn=average, use_buffers=True)
 
 
+def clip_or_skip(parameters, loss: float, grad_clip: float, grad_skip: float) -> tuple[float, bool]:
+    """Clip the gradient norm; say to skip the update if the loss or the norm is not finite or absurd."""
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))
+    return grad_norm, not (math.isfinite(grad_norm) and grad_norm < grad_skip and math.isfinite(loss))
+
+
 def batch_tensors(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Images and parents of a collated batch, on ``device``."""
     x = batch["image"].to(device)
@@ -98,9 +104,8 @@ class HVAETrainer(Trainer):
         out = self.scm.image(x, self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.scm.image.parameters(), self.grad_clip))
         stats = {k: float(out[k].detach()) for k in ("loss", "elbo", "nll", "kl")}
-        skipped = not (math.isfinite(grad_norm) and grad_norm < self.grad_skip and math.isfinite(stats["loss"]))
+        grad_norm, skipped = clip_or_skip(self.scm.image.parameters(), stats["loss"], self.grad_clip, self.grad_skip)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             engine.state.skipped_updates += 1

@@ -24,11 +24,10 @@ from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate import counterfactuals as cfe
-from segcft.evaluate.generator import generator_config_files, load_checkpoint, load_generator, load_judge
+from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
 from segcft.evaluate.segmentor import bundle_for
 from segcft.figures import counterfactual_grid
 from segcft.measure import RegionSpec
-from segcft.models import segmentor
 from segcft.utils import InputError, atomic_path, write_json
 
 METHODS = ("none", "reg", "seg", "pos-seg")
@@ -39,17 +38,6 @@ def _loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.
              for i in range(len(data))]
     return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=len(items) > batch_size,
                                        generator=torch.Generator().manual_seed(seed))
-
-
-def guide_segmentor(report_path: str | os.PathLike, structures: Mapping[str, int], device: torch.device) -> tuple[torch.nn.Module, int]:
-    """The *guide* segmentor recorded in a ``segcft bench segmentor`` report, and its image size."""
-    report = json.loads(Path(report_path).read_text())
-    entry = report["instances"].get("guide")
-    if entry is None:
-        raise InputError(f"{report_path}: the report has no 'guide' segmentor instance")
-    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))  # reports before 0.1.0 final lack "width"; 16 is the bundles' default
-    network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / "guide" / "model.pt"))
-    return network.to(device), entry["image_size"]
 
 
 def finetune(
@@ -68,28 +56,34 @@ def finetune(
     return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
 
 
+def relative_counterfactuals(scm, data: cfe.EvalData, name: str, pct: float):
+    """``(subset, targets, x*)`` for ``do(name *= 1 + pct%)`` on the samples where it stays in support, or None."""
+    target = Intervention(name, "percent", pct).apply(data.parents[name])
+    ok = cfe.in_support(scm, name, target)
+    if not ok.any():
+        return None
+    sub = cfe.subset(data, ok)
+    return sub, target[ok], cfe.counterfactual_images(scm, sub, {name: target[ok]})
+
+
 def locality_and_drift(
     scm, data: cfe.EvalData, judge: cfe.Judge, structure_of: Mapping[str, str], pct: float = -25.0, dilation: int = 3
 ) -> dict[str, dict[str, float]]:
-    """For ``do(v = v (1 + pct%))``: locality (share of |x*-x| in the dilated target) and off-target drift (%)."""
+    """For ``do(v *= 1 + pct%)``: locality (share of |x*-x| in the dilated target) and off-target drift (%)."""
     report = {}
-    factual_areas = judge.areas(data.images, data.spacing)
     for name, structure in structure_of.items():
-        target = Intervention(name, "percent", pct).apply(data.parents[name])
-        ok = cfe.in_support(scm, name, target)
-        if not ok.any():
+        found = relative_counterfactuals(scm, data, name, pct)
+        if found is None:
             continue
-        sub = cfe.subset(data, ok)
-        images = cfe.counterfactual_images(scm, sub, {name: target[ok]})
-        mask = sub.labels == judge.structures[structure]
-        share = cfe.locality(sub.images, images, mask, dilation)
-        measured = judge.areas(images, sub.spacing)
-        drift = [
-            (100 * (measured[s] - factual_areas[s][ok]).abs() / factual_areas[s][ok].clamp(min=1e-6)).mean()
-            for s in judge.structures if s != structure
-        ]
-        report[name] = {"locality": round(float(share.mean()), 4), "off_target_drift_percent": round(float(torch.stack(drift).mean()), 3),
-                        "n": int(ok.sum())}
+        sub, _, images = found
+        share = cfe.locality(sub.images, images, sub.labels == judge.structures[structure], dilation)
+        before, after = judge.areas(sub.images, sub.spacing), judge.areas(images, sub.spacing)
+        drift = [(100 * (after[s] - before[s]).abs() / before[s].clamp(min=1e-6)).mean() for s in judge.structures if s != structure]
+        report[name] = {
+            "locality": round(float(share.mean()), 4),
+            "off_target_drift_percent": round(float(torch.stack(drift).mean()), 3),
+            "n": len(sub),
+        }
     return report
 
 
@@ -111,12 +105,10 @@ def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str,
     """
     report = {}
     for name, (spec, index) in regional.items():
-        target = Intervention(name, "percent", pct).apply(data.parents[name])
-        ok = cfe.in_support(scm, name, target)
-        if not ok.any():
+        found = relative_counterfactuals(scm, data, name, pct)
+        if found is None:
             continue
-        sub = cfe.subset(data, ok)
-        images = cfe.counterfactual_images(scm, sub, {name: target[ok]})
+        sub, target, images = found
         region_guide = SegmentorGuide(judge.network, judge.structures, judge.size, {}, {
             v: (spec, i) for i, v in enumerate(spec.variable_names())
         })
@@ -125,11 +117,11 @@ def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str,
             after = region_guide.measure(images, sub.spacing, factual=sub.images)
         others = [v for v in spec.variable_names() if v != name]
         report[name] = {
-            "target_mape_percent": round(cfe.error(after[name], target[ok], "mape"), 3),
+            "target_mape_percent": round(cfe.error(after[name], target, "mape"), 3),
             "other_regions_change_percent": round(float(torch.stack([
                 (100 * (after[v] - before[v]).abs() / before[v].clamp(min=1e-6)).mean() for v in others
             ]).mean()), 3),
-            "n": int(ok.sum()),
+            "n": len(sub),
         }
     return report
 
@@ -219,7 +211,7 @@ def bench_cft(
 def _make_guide(method, segmentor_report, structures, device, train, structure_of, regional, regressor_epochs, seed) -> Guide:
     if method == "reg":
         return train_regressor(train.images, train.parents, list(structure_of), epochs=regressor_epochs, seed=seed, device=device)
-    network, size = guide_segmentor(segmentor_report, structures, device)
+    network, size = load_segmentor(segmentor_report, "guide", structures, device)
     return SegmentorGuide(network, structures, size, structure_of, regional if method == "pos-seg" else None)
 
 

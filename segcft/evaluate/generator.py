@@ -55,15 +55,24 @@ def load_generator(bundle: Path, files: Sequence[str], overrides: dict[str, Any]
     return parser, ema
 
 
-def load_judge(report_path: str | os.PathLike, structures: dict[str, int], device: torch.device) -> cfe.Judge:
-    """The evaluation segmentor recorded in a ``segcft bench segmentor`` report."""
+def load_segmentor(
+    report_path: str | os.PathLike, instance: str, structures: dict[str, int], device: torch.device
+) -> tuple[torch.nn.Module, int]:
+    """A segmentor instance (``guide`` or ``eval``) of a ``segcft bench segmentor`` report, and its image size."""
     report = json.loads(Path(report_path).read_text())
-    entry = report["instances"].get("eval")
+    entry = report["instances"].get(instance)
     if entry is None:
-        raise InputError(f"{report_path}: the report has no 'eval' segmentor instance")
-    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))  # reports before 0.1.0 final lack "width"; 16 is the bundles' default
-    network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / "eval" / "model.pt"))
-    return cfe.Judge(network.to(device), structures, entry["image_size"])
+        raise InputError(f"{report_path}: the report has no {instance!r} segmentor instance")
+    # reports written before the width was recorded used the bundles' default, 16
+    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))
+    network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / instance / "model.pt"))
+    return network.to(device).eval(), entry["image_size"]
+
+
+def load_judge(report_path: str | os.PathLike, structures: dict[str, int], device: torch.device) -> cfe.Judge:
+    """The evaluation segmentor of a ``segcft bench segmentor`` report, as the judge of counterfactuals."""
+    network, size = load_segmentor(report_path, "eval", structures, device)
+    return cfe.Judge(network, structures, size)
 
 
 def bench_generator(
