@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from segcft.utils import atomic_path  # noqa: E402
+from segcft.utils import InputError, atomic_path  # noqa: E402
 
 
 def counterfactual_grid(
@@ -86,4 +86,35 @@ def diff_png(diff: np.ndarray, path: str | os.PathLike, limit: float = 0.5) -> P
     rgba = plt.get_cmap("RdBu_r")(np.clip(diff / limit, -1, 1) * 0.5 + 0.5)
     with atomic_path(path) as tmp:
         plt.imsave(tmp, (rgba[..., :3] * 255).astype(np.uint8), format="png")
+    return Path(path)
+
+
+def training_curves(logdir: str | os.PathLike, path: str | os.PathLike, tags: Sequence[str] | None = None) -> Path:
+    """Plot the scalar series of TensorBoard event files under ``logdir``, one panel per tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(Path(logdir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tags is None or tag in tags:
+                series.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    if not series:
+        raise InputError(f"{logdir}: no TensorBoard scalars{' for ' + ', '.join(tags) if tags else ''}")
+    names = sorted(series)
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        steps, values = zip(*sorted(series[name]))
+        ax.plot(steps, values, lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step (iteration or epoch)", fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
     return Path(path)

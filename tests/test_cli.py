@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["demo"], ["version"]]
+    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["bench", "generator"], ["bench", "cft"], ["plot", "curves"], ["demo"], ["version"]]
 )
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
@@ -45,3 +45,17 @@ def test_demo_writes_a_report_with_figures(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "cxr_true_counterfactuals.png" in report and (tmp_path / "cxr_true_counterfactuals.png").stat().st_size > 10_000
     assert (tmp_path / "ccta_true_counterfactuals.png").is_file()
+
+
+def test_plot_curves_reads_tensorboard_logs(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "tb")) as writer:
+        for step in range(5):
+            writer.add_scalar("val_elbo", 5.0 - step, step)
+            writer.add_scalar("train_loss", 1.0 / (step + 1), step)
+    result = runner.invoke(app, ["plot", "curves", "--logdir", str(tmp_path / "tb"), "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.png").stat().st_size > 5_000
+    empty = runner.invoke(app, ["plot", "curves", "--logdir", str(tmp_path / "none"), "--out", str(tmp_path / "d.png")])
+    assert empty.exit_code == 2 and "no TensorBoard scalars" in empty.output

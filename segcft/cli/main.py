@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from segcft import __version__
-from segcft.cli import bench, data
+from segcft.cli import bench, data, plot
 from segcft.cli.demo import demo
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
+app.add_typer(plot.app, name="plot")
 app.command("demo")(demo)
 
 
