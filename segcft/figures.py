@@ -15,6 +15,14 @@ import numpy as np  # noqa: E402
 from segcft.utils import InputError, atomic_path  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 100, **kwargs) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
+    plt.close(fig)
+    return Path(path)
+
+
 def counterfactual_grid(
     rows: Sequence[Mapping[str, object]],
     path: str | os.PathLike,
@@ -51,10 +59,7 @@ def counterfactual_grid(
     fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.8, label="x* - x")
     if title:
         fig.suptitle(title, fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def image_grid(rows: Mapping[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
@@ -70,10 +75,7 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str | os.PathLike, title: s
         axes[i, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -114,7 +116,4 @@ def training_curves(logdir: str | os.PathLike, path: str | os.PathLike, tags: Se
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
