@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_python(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` as a user would, on one thread, decoding its output as UTF-8.
+
+    Progress bars print non-ASCII characters, and CI may run without a UTF-8 locale. The
+    timeout only guards against a hang.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=1800
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

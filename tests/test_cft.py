@@ -18,6 +18,7 @@ from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate.counterfactuals import locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
+from tests.conftest import run_python
 
 STAGES = [{"resolution": 32, "width": 8, "z_dim": 0}, {"resolution": 8, "width": 16, "z_dim": 4}, {"resolution": 1, "width": 16, "z_dim": 4}]
 AREAS = {"heart_area": "heart", "left_lung_area": "left_lung", "right_lung_area": "right_lung"}
@@ -132,16 +133,8 @@ def test_positional_guide_regions_sum_to_the_structure(setup):
 
 def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def run(*args):
-        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-
+    run = run_python
     data = make_phantom("cxr", 64).write_dataset(tmp_path / "data", 20, seed=0, progress=False)
     run("-m", "segcft.cli.main", "bench", "segmentor", "--data", str(data), "--out", str(tmp_path / "seg.json"),
         "--work-dir", str(tmp_path / "seg"), "--image-size", "32", "--epochs", "1", "--device", "cpu")

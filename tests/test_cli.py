@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from segcft.cli.main import app
+from tests.conftest import run_python
 
 runner = CliRunner()
 
@@ -23,10 +22,7 @@ def test_every_command_has_help(args):
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "segcft.cli.main", "data", "phantom", "--kind", "mri", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True,
-    )
+    result = run_python("-m", "segcft.cli.main", "data", "phantom", "--kind", "mri", "--out", str(tmp_path / "x"), check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: unknown phantom kind 'mri'; known kinds: ['ccta', 'cxr']"]
     assert not (tmp_path / "x").exists()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from segcft.data.phantom import make_phantom
 from segcft.data.transforms import image_pipeline
 from segcft.models.hvae import ConditionalHVAE, hvae_config
 from segcft.utils import InputError
+from tests.conftest import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
@@ -127,9 +127,7 @@ def test_state_round_trip_and_mismatched_checkpoint(scm_and_batch, cxr_datalist)
 
 def run_bundle(configs: list[str], *args: str) -> str:
     files = str([str(REPO / "bundles" / c) for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_python("-m", "monai.bundle", "run", "--config_file", files, *args)
     return proc.stdout + proc.stderr
 
 
@@ -154,16 +152,12 @@ def test_generator_bundle_trains_resumes_evaluates_and_infers(cxr_datalist, tmp_
 
 
 def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    seg = [sys.executable, "-m", "segcft.cli.main", "bench", "segmentor", "--data", str(cxr_datalist), "--out", str(tmp_path / "seg.json"),
-           "--work-dir", str(tmp_path / "seg"), "--instances", "eval", "--image-size", "32", "--epochs", "1", "--device", "cpu"]
-    assert subprocess.run(seg, capture_output=True, text=True, env=env, timeout=300).returncode == 0
-    gen = [sys.executable, "-m", "segcft.cli.main", "bench", "generator", "--data", str(cxr_datalist), "--run", str(tmp_path / "gen"),
-           "--judge", str(tmp_path / "seg.json"), "--out", str(tmp_path / "gen.json"), "--epochs", "1",
-           "--set", f"stages={__import__('json').dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false"]
-    proc = subprocess.run(gen, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = __import__("json").loads((tmp_path / "gen.json").read_text())
+    run_python("-m", "segcft.cli.main", "bench", "segmentor", "--data", str(cxr_datalist), "--out", str(tmp_path / "seg.json"),
+               "--work-dir", str(tmp_path / "seg"), "--instances", "eval", "--image-size", "32", "--epochs", "1", "--device", "cpu")
+    run_python("-m", "segcft.cli.main", "bench", "generator", "--data", str(cxr_datalist), "--run", str(tmp_path / "gen"),
+               "--judge", str(tmp_path / "seg.json"), "--out", str(tmp_path / "gen.json"), "--epochs", "1",
+               "--set", f"stages={json.dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false")
+    report = json.loads((tmp_path / "gen.json").read_text())
     assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     assert set(report["ground_truth"]["heart_area"]["+25%"]) == {"model_mae", "unchanged_mae", "n"}

@@ -8,7 +8,6 @@ non-descendants (sex, right lung) to check.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -65,18 +64,16 @@ def _model(graph: CausalGraph, data: dict, seed: int = 0) -> ParentSCM:
 
 @pytest.fixture(scope="module")
 def fitted(graph, sample):
-    """``(model, losses, NLL before, NLL after, fit seconds)``."""
+    """``(model, losses, NLL before, NLL after)``."""
     data = sample[1]
     scm = _model(graph, data)
     with torch.no_grad():
         before = -scm.log_prob(data).mean().item()
-    start = time.perf_counter()
     losses = fit_parent_scm(scm, data, **FIT)
-    seconds = time.perf_counter() - start
     scm.eval()
     with torch.no_grad():
         after = -scm.log_prob(data).mean().item()
-    return scm, losses, before, after, seconds
+    return scm, losses, before, after
 
 
 # ---------------------------------------------------------------------- the graph
@@ -111,10 +108,9 @@ def test_graph_refuses_cycles_unknown_parents_and_kinds():
 
 
 def test_fitting_reduces_the_nll(fitted):
-    _, losses, before, after, seconds = fitted
+    _, losses, before, after = fitted
     assert len(losses) == FIT["steps"] and all(math.isfinite(x) for x in losses)
     assert after < before - 5.0, (before, after)
-    assert seconds < 15.0
 
 
 def test_fitting_is_deterministic_given_the_seed(graph, sample):

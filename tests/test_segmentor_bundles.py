@@ -6,23 +6,20 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import pytest
 
 from segcft.data.phantom import make_phantom
+from tests.conftest import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image_size", "32", "--width", "4", "--batch_size", "4", "--progress", "False", "--device", "cpu"]
 
 
 def bundle_run(config: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_python("-m", "monai.bundle", "run", "--config_file", str(config), *args)
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +107,10 @@ def test_ccta_bundle_trains_and_infers_on_nifti(ccta_data, tmp_path):
 
 def test_bench_segmentor_writes_a_report(ccta_data, tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable, "-m", "segcft.cli.main", "bench", "segmentor", "--data", str(ccta_data), "--out", str(out),
+    run_python(
+        "-m", "segcft.cli.main", "bench", "segmentor", "--data", str(ccta_data), "--out", str(out),
         "--work-dir", str(tmp_path / "work"), "--instances", "guide", "--image-size", "32", "--epochs", "1", "--device", "cpu",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    )
     report = json.loads(out.read_text())
     guide = report["instances"]["guide"]
     assert set(guide["test_dice"]) == {"lumen", "vessel_wall", "calcified_plaque", "noncalcified_plaque"}

@@ -1,0 +1,1 @@
+"""segcft test suite."""
