@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.handlers import ProgressBar
 
 from segcft.causal.interventions import Intervention
 from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, train_regressor
@@ -42,9 +43,9 @@ def _loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.
 
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
-    batch_size: int = 16, lagrange_lr: float = 0.01, damping: float = 10.0,
+    batch_size: int = 16, lagrange_lr: float = 0.01, damping: float = 10.0, desc: str = "CFT",
 ) -> dict[str, float]:
-    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations; the last iteration's output."""
+    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output."""
     torch.manual_seed(seed)
     trainer = CFTTrainer(
         scm.cond_mean.device, 1, _loader(train, batch_size, seed), scm, guide,
@@ -52,6 +53,7 @@ def finetune(
         torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01),
         LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps,
     )
+    ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in ("guide_loss", "elbo", "lambda")})
     trainer.run()
     return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
 
@@ -186,7 +188,7 @@ def bench_cft(
         if method != "none":
             targets = list(structure_of) + (list(regional) if method == "pos-seg" else [])
             guide = _make_guide(method, segmentor_report, structures, dev, train, structure_of, regional, regressor_epochs, seed)
-            entry["finetune"] = finetune(scm, guide, train, targets, eps, steps, lr, seed)
+            entry["finetune"] = finetune(scm, guide, train, targets, eps, steps, lr, seed, desc=f"CFT {method}")
         scm.eval()
         entry.update({
             **cfe.test_elbo(scm, test),
