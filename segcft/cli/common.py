@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,10 +26,6 @@ def user_errors(func: F) -> F:
             raise typer.Exit(2) from e
 
     return wrapper  # type: ignore[return-value]
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def parse_overrides(pairs: list[str]) -> dict:

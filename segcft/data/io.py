@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -50,9 +50,6 @@ class ImageMeta:
     photometric: str = "MONOCHROME2"
     modality: str = ""
     original_shape: tuple[int, int] = (0, 0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def image_format(path: str | os.PathLike) -> str:

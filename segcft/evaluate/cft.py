@@ -155,7 +155,7 @@ def bench_cft(
     bundle = bundle_for(dl, "generator")
     files = generator_config_files(bundle, dl)
     overrides = {**(config_overrides or {}), "bundle_root": str(Path(generator_run).resolve()), "datalist": str(datalist), "device": device}
-    parser, base = load_generator(bundle, files, overrides)
+    parser, base = load_generator(files, overrides)
     variables = parser.get_parsed_content("variables")
     size, modality = parser.get_parsed_content("image_size"), parser.get_parsed_content("modality")
     structures = structures_of(dl)

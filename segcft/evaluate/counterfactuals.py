@@ -120,14 +120,6 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 
-def _batched(fn: Callable[..., torch.Tensor], data: EvalData, batch_size: int, *args) -> torch.Tensor:
-    parts = []
-    for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
-        parts.append(fn(data.images[sl], {k: v[sl] for k, v in data.parents.items()}, *args))
-    return torch.cat(parts)
-
-
 def in_support(scm: DeepSCM, name: str, values: torch.Tensor) -> torch.Tensor:
     """Which target values lie in the model's support of ``name``."""
     lo, hi = scm.support[name]
@@ -286,12 +278,12 @@ def subset(data: EvalData, mask: torch.Tensor) -> EvalData:
 def test_elbo(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, float]:
     """Mean negative ELBO on the split, in nats and bits per dimension (8-bit discretized)."""
     device = scm.cond_mean.device
-
-    def per_batch(x: torch.Tensor, pa: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        pa = {k: v.to(device) for k, v in pa.items()}
-        return scm.image(x.to(device), scm.condition(pa))["elbo_per_sample"].cpu()
-
-    elbo = float(_batched(per_batch, data, batch_size).mean())
+    parts = []
+    for start in range(0, len(data), batch_size):
+        pa = {k: v[start : start + batch_size].to(device) for k, v in data.parents.items()}
+        x = data.images[start : start + batch_size].to(device)
+        parts.append(scm.image(x, scm.condition(pa))["elbo_per_sample"].cpu())
+    elbo = float(torch.cat(parts).mean())
     return {"elbo_nats_per_dim": round(elbo, 4), "bits_per_dim": round(elbo / math.log(2), 4)}
 
 

@@ -44,7 +44,7 @@ def load_checkpoint(path: Path) -> dict:
     return state["model"] if "model" in state and isinstance(state["model"], dict) else state
 
 
-def load_generator(bundle: Path, files: Sequence[str], overrides: dict[str, Any]) -> tuple[ConfigParser, Any]:
+def load_generator(files: Sequence[str], overrides: dict[str, Any]) -> tuple[ConfigParser, Any]:
     """The generator's config parser and its EMA model loaded from ``models/model.pt``."""
     parser = ConfigParser()
     parser.read_config(list(files))
@@ -121,7 +121,7 @@ def bench_generator(
         wf.run()
         report["train_seconds"] = round(time.perf_counter() - start, 1)
         wf.finalize()
-    parser, ema = load_generator(bundle, files, overrides)
+    parser, ema = load_generator(files, overrides)
     scm = ema.module
     variables = parser.get_parsed_content("variables")
     size, modality = parser.get_parsed_content("image_size"), parser.get_parsed_content("modality")

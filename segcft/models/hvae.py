@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,6 @@ class HVAEConfig:
     in_channels: int = 1
     bottleneck: int = 4
     parent_embed: int = 16
-    stages_dicts: list[dict] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
@@ -56,20 +55,11 @@ class HVAEConfig:
             raise InputError(f"HVAE stages must have strictly decreasing resolutions, got {res}")
         if not any(s.z_dim > 0 for s in self.stages):
             raise InputError("an HVAE needs at least one stage with latents (z_dim > 0)")
-        self.stages_dicts = [asdict(s) for s in self.stages]
 
     @property
     def resolution(self) -> int:
         return self.stages[0].resolution
 
-    def to_dict(self) -> dict:
-        return {
-            "stages": self.stages_dicts,
-            "parent_dim": self.parent_dim,
-            "in_channels": self.in_channels,
-            "bottleneck": self.bottleneck,
-            "parent_embed": self.parent_embed,
-        }
 
 
 #: Presets: small ones train on 2 CPU cores; the large ones are for a GPU.
