@@ -40,6 +40,16 @@ def test_lambda_rises_while_the_elbo_exceeds_eps_and_never_goes_negative():
     assert float(lag.value) == 0.0
 
 
+def test_damping_acts_on_violations_only():
+    lag = LagrangeMultiplier(init=0.0, lr=0.1, damping=10.0)
+    satisfied = torch.tensor(3.0, requires_grad=True)
+    lag.penalty(satisfied, eps=4.0).backward()
+    assert float(satisfied.grad) == 0.0  # a satisfied bound with lambda = 0 leaves the model to the guide
+    violated = torch.tensor(4.5, requires_grad=True)
+    lag.penalty(violated, eps=4.0).backward()
+    assert float(violated.grad) == pytest.approx(10.0 * 0.5)  # damping pulls the ELBO back under eps
+
+
 def test_sampler_picks_one_variable_within_support():
     support = {"a": (1.0, 10.0), "b": (0.0, 2.0)}
     pa = {"a": torch.tensor([2.0, 5.0, 9.0]), "b": torch.tensor([1.0, 1.5, 0.5])}

@@ -1,11 +1,16 @@
 """The Lagrangian that keeps the factual ELBO within ``eps`` during CFT (METHOD.md section 3).
 
-    loss = d(guide(x*), pa*) - (lambda - damping * sg(eps - ELBO)) * (eps - ELBO)
+    loss = d(guide(x*), pa*) - (lambda - damping * sg(min(eps - ELBO, 0))) * (eps - ELBO)
 
 Here ELBO is the negative ELBO per dimension (lower is better), so the constraint is
 ``ELBO <= eps``. The model minimises ``loss``; ``lambda`` is raised by gradient *ascent*
 while the constraint is violated and clamped at 0. The damping term (the "modified
 differential method of multipliers") stops ``lambda`` from oscillating.
+
+One deviation from the equality form ``sg(eps - ELBO)`` in METHOD.md: damping acts only on a
+*violation*. Applied to a satisfied constraint it rewards a worse ELBO (its gradient pushes
+the ELBO up towards ``eps``), and on JSRT that push was ~50x the guide's gradient, so the
+guide never moved the model (docs/results.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class LagrangeMultiplier(nn.Module):
     def penalty(self, elbo: torch.Tensor, eps: float) -> torch.Tensor:
         """The Lagrangian term to add to the guide loss."""
         slack = eps - elbo
-        return -(self.value - self.damping * slack.detach()) * slack
+        return -(self.value - self.damping * slack.detach().clamp(max=0.0)) * slack
 
     def step(self) -> None:
         """Ascend on ``lambda`` (its gradient is ``ELBO - eps``), then clamp it at 0."""
