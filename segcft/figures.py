@@ -31,14 +31,17 @@ def counterfactual_grid(
 ) -> Path:
     """Rows of cases; columns: the original, then each counterfactual and its difference map.
 
-    Each row is ``{"label": str, "original": (H, W), "counterfactuals": {name: (H, W)}}``.
-    Difference maps show ``x* - x`` on one symmetric colour scale for the whole figure
-    (red brighter, blue darker), so rows and methods compare at a glance.
+    Each row is ``{"label": str, "original": (H, W), "counterfactuals": {name: (H, W)}}``,
+    optionally with ``"uncertainty": (H, W)`` (a per-pixel standard deviation), drawn in a
+    last column. Difference maps show ``x* - x`` on one symmetric colour scale for the whole
+    figure (red brighter, blue darker), so rows and methods compare at a glance.
     """
     names = list(rows[0]["counterfactuals"])
     diffs = [np.asarray(r["counterfactuals"][n]) - np.asarray(r["original"]) for r in rows for n in names]
     limit = diff_limit or max(float(np.abs(d).max()) for d in diffs) or 1.0
-    ncols = 1 + 2 * len(names)
+    with_sd = "uncertainty" in rows[0]
+    sd_max = (max(float(np.max(r["uncertainty"])) for r in rows) or 1.0) if with_sd else 1.0
+    ncols = 1 + 2 * len(names) + int(with_sd)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols, 1.9 * len(rows) + 0.4), squeeze=False)
     for i, row in enumerate(rows):
         original = np.asarray(row["original"])
@@ -51,12 +54,21 @@ def counterfactual_grid(
             if i == 0:
                 axes[i, 1 + 2 * j].set_title(name, fontsize=8)
                 axes[i, 2 + 2 * j].set_title("x* - x", fontsize=8)
+        if with_sd:
+            sd_im = axes[i, -1].imshow(np.asarray(row["uncertainty"]), cmap="magma", vmin=0, vmax=sd_max)
         if i == 0:
             axes[i, 0].set_title("original", fontsize=8)
+            if with_sd:
+                axes[i, -1].set_title("uncertainty (sd)", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.8, label="x* - x")
+    if with_sd:  # two colour bars: constrained layout keeps the first off the last column
+        fig.set_layout_engine("constrained")
+        fig.colorbar(im, ax=axes[:, -2].tolist(), shrink=0.8, label="x* - x")
+        fig.colorbar(sd_im, ax=axes[:, -1].tolist(), shrink=0.8, label="sd")
+    else:
+        fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.8, label="x* - x")
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path, dpi=110, bbox_inches="tight")
@@ -115,5 +127,23 @@ def training_curves(logdir: str | os.PathLike, path: str | os.PathLike, tags: Se
         ax.set_xlabel("step (iteration or epoch)", fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def dose_response(curves: Mapping[str, Mapping[float, float]], path: str | os.PathLike, title: str = "") -> Path:
+    """Measured against requested change (%), one line per method, with the ideal ``y = x`` dashed."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    requested = sorted({p for curve in curves.values() for p in curve})
+    ax.plot(requested, requested, "k--", lw=1, label="ideal")
+    for name, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot(xs, [curve[p] for p in xs], marker="o", ms=3, lw=1.2, label=name)
+    ax.set_xlabel("requested change of the area (%)")
+    ax.set_ylabel("measured change (%), evaluation segmentor")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -6,7 +6,9 @@ import typer
 
 from segcft import __version__
 from segcft.cli import bench, data, plot
+from segcft.cli.counterfactual import counterfactual
 from segcft.cli.demo import demo
+from segcft.cli.export import export
 
 app = typer.Typer(
     help="Segmentor-guided counterfactual image synthesis for medical imaging (MONAI).",
@@ -17,6 +19,8 @@ app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.add_typer(plot.app, name="plot")
 app.command("demo")(demo)
+app.command("counterfactual")(counterfactual)
+app.command("export")(export)
 
 
 @app.command()

@@ -12,6 +12,7 @@ inverted. NIfTI data are returned as stored (e.g. Hounsfield units).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os
@@ -291,4 +292,102 @@ def write_dicom_radiograph(
             ds.save_as(tmp, enforce_file_format=True)
         except TypeError:  # pydicom 2.x
             ds.save_as(tmp, write_like_original=False)
+    return Path(path)
+
+
+#: Attributes copied from the source of a derived image when present: patient, study and
+#: acquisition context, and the pixel spacing (the derived image keeps the source's grid).
+_DERIVED_KEEP = (
+    "SpecificCharacterSet",
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "PatientSize", "PatientWeight",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+    "StudyDescription",
+    "BodyPartExamined", "ViewPosition", "PatientOrientation", "Laterality", "ImageLaterality",
+    "PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType", "PixelSpacingCalibrationDescription",
+    "InstanceNumber",
+)
+
+
+def _derived_sop_class(source: pydicom.Dataset) -> pydicom.uid.UID:
+    """CR stays CR; DX (for presentation or processing) becomes DX for presentation; else Secondary Capture."""
+    sop = str(source.get("SOPClassUID", ""))
+    if sop == pydicom.uid.ComputedRadiographyImageStorage:
+        return pydicom.uid.ComputedRadiographyImageStorage
+    if sop in (pydicom.uid.DigitalXRayImageStorageForPresentation, pydicom.uid.DigitalXRayImageStorageForProcessing):
+        return pydicom.uid.DigitalXRayImageStorageForPresentation
+    return pydicom.uid.SecondaryCaptureImageStorage
+
+
+def write_dicom_derived(source: pydicom.Dataset, pixels01: np.ndarray, path: str | os.PathLike, description: str) -> Path:
+    """Write ``pixels01`` (display values in ``[0, 1]``, bright = high) as an image derived from ``source``.
+
+    The new instance keeps the source's patient, study (``StudyInstanceUID``) and spacing
+    attributes and its grid (``Rows`` x ``Columns``), gets new series and instance UIDs,
+    ``ImageType`` DERIVED\\SECONDARY, a ``SourceImageSequence`` and ``ReferencedImageSequence``
+    pointing at the source, and ``description`` as its derivation and series description.
+    Pixels are 12-bit unsigned MONOCHROME2 with a window over the whole range, so
+    :func:`read_dicom` returns ``pixels01`` to within 1/4095.
+    """
+    rows, cols = int(source.Rows), int(source.Columns)
+    if pixels01.shape != (rows, cols):
+        raise ValueError(f"pixels are {pixels01.shape}, the source image is {(rows, cols)}")
+    top = 2**12 - 1
+    sop_class = _derived_sop_class(source)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    for keyword in _DERIVED_KEEP:
+        if keyword in source:
+            ds[keyword] = copy.deepcopy(source[keyword])
+    now = datetime.datetime.now()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesNumber = None  # type 2: present, unknown
+    ds.SeriesDescription = description[:64]  # LO holds 64 characters
+    ds.Modality = source.get("Modality", "OT")
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.DerivationDescription = description[:1024]
+    ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.Manufacturer = "segcft"
+    reference = pydicom.Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    ds.SourceImageSequence = [reference]
+    ds.ReferencedImageSequence = [copy.deepcopy(reference)]
+    if sop_class == pydicom.uid.DigitalXRayImageStorageForPresentation:
+        ds.PresentationIntentType = "FOR PRESENTATION"
+    if sop_class == pydicom.uid.SecondaryCaptureImageStorage:
+        ds.ConversionType = "WSD"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+    ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1  # display = stored / 4095 (PS3.3 C.11.2.1.2.1)
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.PixelData = np.rint(np.clip(pixels01, 0.0, 1.0) * top).astype("<u2").tobytes()
+    with atomic_path(path) as tmp:
+        try:
+            ds.save_as(tmp, enforce_file_format=True)
+        except TypeError:  # pydicom 2.x
+            ds.save_as(tmp, write_like_original=False)
+    return Path(path)
+
+
+def write_nifti_derived(source: str | os.PathLike, arr: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an ``(H, W)`` array on the grid of the 2-D NIfTI image ``source`` (its affine and header kept)."""
+    src = nib.load(str(source))
+    data = np.ascontiguousarray(np.asarray(arr, dtype=np.float32).T).reshape(src.shape)
+    img = type(src)(data, src.affine, src.header)
+    img.set_data_dtype(np.float32)
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
     return Path(path)
