@@ -8,7 +8,6 @@ steps, and everything is measured on the test split (METHOD.md sections 3 and 4)
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -17,9 +16,12 @@ from typing import Any
 
 import torch
 from ignite.handlers import ProgressBar
+from monai.handlers import LrScheduleHandler
+from torch.optim.lr_scheduler import LinearLR
 
 from segcft.causal.interventions import Intervention
 from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, train_regressor
+from segcft.cft.factory import make_guide, regional_variables, structure_variables
 from segcft.cft.guides import Guide
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
@@ -34,7 +36,8 @@ from segcft.utils import InputError, atomic_path, write_json
 METHODS = ("none", "reg", "seg", "pos-seg")
 
 
-def _loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+    """A seeded, shuffled loader over an in-memory split, in the batch layout the engines expect."""
     items = [{"image": data.images[i], "parents": {k: v[i] for k, v in data.parents.items()}, "spacing": data.spacing[i]}
              for i in range(len(data))]
     return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=len(items) > batch_size,
@@ -43,16 +46,23 @@ def _loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.
 
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
-    batch_size: int = 16, lagrange_lr: float = 0.01, damping: float = 10.0, desc: str = "CFT",
+    batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, warmup: int = 20, guide_weight: float = 50.0,
+    desc: str = "CFT",
 ) -> dict[str, float]:
-    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output."""
+    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output.
+
+    The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
+    otherwise knock the pre-trained ELBO far out of its bound.
+    """
     torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01)
     trainer = CFTTrainer(
-        scm.cond_mean.device, 1, _loader(train, batch_size, seed), scm, guide,
+        scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
-        torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01),
-        LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps,
+        optimizer, LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps, guide_weight=guide_weight,
     )
+    if warmup > 0:
+        LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
     ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in ("guide_loss", "elbo", "lambda")})
     trainer.run()
     return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
@@ -66,6 +76,26 @@ def relative_counterfactuals(scm, data: cfe.EvalData, name: str, pct: float):
         return None
     sub = cfe.subset(data, ok)
     return sub, target[ok], cfe.counterfactual_images(scm, sub, {name: target[ok]})
+
+
+def dose_response(
+    scm, data: cfe.EvalData, judge: cfe.Judge, name: str, structure: str, changes: Sequence[float] = (-30, -20, -10, 0, 10, 20, 30)
+) -> dict[float, float]:
+    """Requested relative change of ``name`` (%) -> the judge's mean measured change of its structure (%).
+
+    The measured change is against the judge's area on the factual image, so the judge's own
+    bias cancels; only samples whose target stays in the model's support count.
+    """
+    curve = {}
+    for pct in changes:
+        found = relative_counterfactuals(scm, data, name, float(pct))
+        if found is None:
+            continue
+        sub, _, images = found
+        before = judge.areas(sub.images, sub.spacing)[structure]
+        after = judge.areas(images, sub.spacing)[structure]
+        curve[float(pct)] = round(float((100 * (after / before.clamp(min=1e-6) - 1)).mean()), 3)
+    return curve
 
 
 def locality_and_drift(
@@ -128,6 +158,30 @@ def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str,
     return report
 
 
+def measure_model(
+    scm, datalist: Mapping, data: cfe.EvalData, judge: cfe.Judge, modality: str, size: int, seed: int = 0
+) -> dict[str, Any]:
+    """Every measure of one (fine-tuned) generator on ``data``: ELBO, composition, reversibility,
+    effectiveness, locality and drift, realism, and positional and ground-truth errors where they apply."""
+    scm.eval()
+    structure_of = structure_variables(datalist, scm.variables)
+    regional = regional_variables(datalist, scm.variables)
+    metric = "mape" if modality == "cxr" else "mae"
+    entry: dict[str, Any] = {
+        **cfe.test_elbo(scm, data),
+        "composition_max_abs": cfe.composition_error(scm, data),
+        "reversibility": cfe.reversibility_error(scm, data, list(structure_of)),
+        "effectiveness": cfe.effectiveness(scm, data, judge, structure_of, metric, seed),
+        "locality": locality_and_drift(scm, data, judge, structure_of),
+        "realism_frechet": realism(scm, data, judge, list(structure_of), seed),
+    }
+    if regional:
+        entry["positional"] = positional(scm, data, judge, regional)
+    if "phantom" in datalist:
+        entry["ground_truth"] = cfe.ground_truth_error(scm, data, phantom_from_datalist(datalist), list(structure_of), modality, size)
+    return entry
+
+
 def bench_cft(
     datalist: str | os.PathLike,
     out: str | os.PathLike,
@@ -136,13 +190,16 @@ def bench_cft(
     segmentor_report: str | os.PathLike,
     methods: Sequence[str] = METHODS,
     steps: int = 300,
-    lr: float = 1e-4,
+    lr: float = 3e-4,
+    guide_weight: float = 50.0,
+    lagrange_lr: float = 0.1,
     eps_slack: float = 0.02,
     regressor_epochs: int = 40,
     device: str = "cpu",
     seed: int = 0,
     command: str | None = None,
     config_overrides: dict[str, Any] | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
     figure_cases: int = 4,
 ) -> dict[str, Any]:
     """Fine-tune with each guide and measure every method; write JSON, a Markdown table and a figure."""
@@ -153,7 +210,7 @@ def bench_cft(
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
     bundle = bundle_for(dl, "generator")
-    files = generator_config_files(bundle, dl)
+    files = generator_config_files(bundle, dl, extra=config_files)
     overrides = {**(config_overrides or {}), "bundle_root": str(Path(generator_run).resolve()), "datalist": str(datalist), "device": device}
     parser, base = load_generator(files, overrides)
     variables = parser.get_parsed_content("variables")
@@ -163,19 +220,16 @@ def bench_cft(
     train = cfe.load_split(dl, "training", size, modality, variables)
     test = cfe.load_split(dl, "test", size, modality, variables)
     judge = load_judge(segmentor_report, structures, dev)
-    described = dl["variables"]
-    structure_of = {v: described[v]["structure"] for v in variables
-                    if described[v].get("structure") and described[v].get("unit") == "mm2" and not described[v].get("region")}
-    specs = [RegionSpec.from_dict(r) for r in dl.get("regions", [])]
-    regional = {v: (spec, spec.variable_names().index(v)) for spec in specs for v in spec.variable_names() if v in variables}
+    structure_of = structure_variables(dl, variables)
+    regional = regional_variables(dl, variables)
     if "pos-seg" in methods and not regional:
         raise InputError("pos-seg needs a generator whose parents include regional variables (e.g. left_lung_lower_area)")
     metric = "mape" if modality == "cxr" else "mae"
-    eps = elbo_bound(base.module, _loader(train, 32, seed), eps_slack)
+    eps = elbo_bound(base.module, shuffled_loader(train, 32, seed), eps_slack)
     report: dict[str, Any] = {
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "seed": seed, "steps": steps, "lr": lr, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -186,35 +240,21 @@ def bench_cft(
         scm = copy.deepcopy(base.module)
         entry: dict[str, Any] = {}
         if method != "none":
-            targets = list(structure_of) + (list(regional) if method == "pos-seg" else [])
-            guide = _make_guide(method, segmentor_report, structures, dev, train, structure_of, regional, regressor_epochs, seed)
-            entry["finetune"] = finetune(scm, guide, train, targets, eps, steps, lr, seed, desc=f"CFT {method}")
-        scm.eval()
-        entry.update({
-            **cfe.test_elbo(scm, test),
-            "composition_max_abs": cfe.composition_error(scm, test),
-            "reversibility": cfe.reversibility_error(scm, test, list(structure_of)),
-            "effectiveness": cfe.effectiveness(scm, test, judge, structure_of, metric, seed),
-            "locality": locality_and_drift(scm, test, judge, structure_of),
-            "realism_frechet": realism(scm, test, judge, list(structure_of), seed),
-        })
-        if regional:
-            entry["positional"] = positional(scm, test, judge, regional)
-        if "phantom" in dl:
-            entry["ground_truth"] = cfe.ground_truth_error(scm, test, phantom_from_datalist(dl), list(structure_of), modality, size)
+            guide = make_guide(
+                method, dl, variables,
+                segmentor=lambda: load_segmentor(segmentor_report, "guide", structures, dev),
+                regressor=lambda names: train_regressor(train.images, train.parents, names, epochs=regressor_epochs,
+                                                        seed=seed, device=dev).to(dev),
+            )
+            entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
+                                         guide_weight=guide_weight, desc=f"CFT {method}")
+        entry.update(measure_model(scm, dl, test, judge, modality, size, seed))
         report["methods"][method] = entry
         models[method] = scm
     write_json(report, out)
     _write_table(report, Path(out).with_suffix(".md"))
     _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases)
     return report
-
-
-def _make_guide(method, segmentor_report, structures, device, train, structure_of, regional, regressor_epochs, seed) -> Guide:
-    if method == "reg":
-        return train_regressor(train.images, train.parents, list(structure_of), epochs=regressor_epochs, seed=seed, device=device)
-    network, size = load_segmentor(segmentor_report, "guide", structures, device)
-    return SegmentorGuide(network, structures, size, structure_of, regional if method == "pos-seg" else None)
 
 
 def _write_table(report: Mapping[str, Any], path: Path) -> None:

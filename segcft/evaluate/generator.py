@@ -28,11 +28,21 @@ from segcft.models import segmentor
 from segcft.utils import InputError, write_json
 
 
-def generator_config_files(bundle: Path, datalist: dict, config: str = "train.json") -> list[str]:
-    """The bundle config, plus ``phantom.json`` for a chest phantom (its true graph)."""
+def generator_config_files(
+    bundle: Path, datalist: dict, config: str = "train.json", extra: Sequence[str | os.PathLike] = ()
+) -> list[str]:
+    """The bundle config, plus ``phantom.json`` for a chest phantom (its true graph), plus ``extra`` overlays.
+
+    ``extra`` are config files merged last, e.g. ``configs/positional.json`` for a generator
+    whose parents include the lung zones.
+    """
     files = [str(bundle / "configs" / config)]
     if "phantom" in datalist and (bundle / "configs" / "phantom.json").is_file():
         files.append(str(bundle / "configs" / "phantom.json"))
+    for path in extra:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: config file not found")
+        files.append(str(path))
     return files
 
 
@@ -87,6 +97,7 @@ def bench_generator(
     seed: int = 0,
     command: str | None = None,
     config_overrides: dict[str, Any] | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Measure the generator in ``run_dir`` on the test split; write and return the report.
 
@@ -96,7 +107,7 @@ def bench_generator(
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
     bundle = Path(bundle) if bundle else bundle_for(dl, "generator")
-    files = generator_config_files(bundle, dl)
+    files = generator_config_files(bundle, dl, extra=config_files)
     overrides = {
         **(config_overrides or {}),
         "bundle_root": str(Path(run_dir).resolve()),

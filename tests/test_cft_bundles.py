@@ -1,0 +1,181 @@
+"""The CFT bundles at CI size: a generator bundle's train.json with a CFT config on top, as users run them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from segcft.causal.parents import fit_parent_scm
+from segcft.causal.scm import training_parents
+from segcft.cft.factory import intervention_sampler, make_guide
+from segcft.data.datalist import load_datalist
+from segcft.data.phantom import make_phantom
+from segcft.engines.generator import ema_model
+from segcft.models import segmentor
+from segcft.utils import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = [{"resolution": 32, "width": 8, "z_dim": 0}, {"resolution": 8, "width": 16, "z_dim": 4}, {"resolution": 1, "width": 16, "z_dim": 4}]
+CXR_GRAPH = {"age": [], "sex": [], "heart_area": ["age", "sex"], "left_lung_area": ["age", "sex", "heart_area"],
+             "right_lung_area": ["age", "sex"], "left_lung_lower_area": ["left_lung_area"]}
+CXR_AREAS = ["heart_area", "left_lung_area", "right_lung_area"]
+SEGMENTOR = {"guide_network": "unet", "segmentor_width": 4, "segmentor_image_size": 32}
+REPORT_KEYS = {"split", "cases", "variables", "effectiveness_metric", "noise_floor", "elbo_nats_per_dim", "bits_per_dim",
+               "composition_max_abs", "reversibility", "effectiveness", "locality", "realism_frechet"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def config_files(modality: str, config: str) -> list[str]:
+    """The generator's train.json (plus phantom.json for the chest phantom), then the CFT config."""
+    generator = [f"{modality}_generator/configs/train.json"] + (["cxr_generator/configs/phantom.json"] if modality == "cxr" else [])
+    return [str(REPO / "bundles" / f) for f in (*generator, f"{modality}_cft/configs/{config}")]
+
+
+def run_workflow(modality: str, config: str, setup: dict, run: Path, **overrides) -> ConfigWorkflow:
+    """Run a CFT config in this process, as ``python -m monai.bundle run`` would, with bundle root ``run``."""
+    wf = ConfigWorkflow(
+        config_file=config_files(modality, config), meta_file=str(REPO / "bundles" / f"{modality}_cft/configs/metadata.json"),
+        logging_file=False, workflow_type=None, **setup["overrides"], bundle_root=str(run), **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def make_setup(root: Path, modality: str, classes: int, model: dict) -> dict:
+    """A phantom, a base generator built by the generator bundle's config, and untrained segmentors, saved as bundle runs."""
+    torch.manual_seed(0)
+    data = make_phantom(modality, 64).write_dataset(root / "data", 16, seed=0, progress=False)
+    generator = {"datalist": str(data), "image_size": 32, "stages": STAGES, "batch_size": 4, "progress": False, "device": "cpu", **model}
+    parser = ConfigParser()
+    parser.read_config(config_files(modality, "train.json")[:-1])
+    parser.update(generator)
+    scm = parser.get_parsed_content("scm")
+    fit_parent_scm(scm.parents, training_parents(load_datalist(data), scm.variables), steps=5, seed=0)
+    (root / "base" / "models").mkdir(parents=True)
+    torch.save(ema_model(scm).state_dict(), root / "base" / "models" / "model.pt")
+    for instance, network in (("guide", "unet"), ("eval", "basicunet")):
+        (root / "seg" / "models" / instance).mkdir(parents=True)
+        torch.save(segmentor(network, classes, width=4).state_dict(), root / "seg" / "models" / instance / "model.pt")
+    overrides = {**generator, **SEGMENTOR, "base_run": str(root / "base"), "segmentor_run": str(root / "seg")}
+    return {"root": root, "data": data, "scm": scm, "overrides": overrides}
+
+
+@pytest.fixture(scope="module")
+def cxr(tmp_path_factory) -> dict:
+    """Chest phantom; the generator's parents include the regional left_lung_lower_area, so pos-seg works."""
+    return make_setup(tmp_path_factory.mktemp("cxr_cft"), "cxr", 4, {"graph": CXR_GRAPH, "log_vars": [*CXR_AREAS, "left_lung_lower_area"]})
+
+
+@pytest.fixture(scope="module")
+def seg_cft(cxr) -> tuple[Path, dict]:
+    """A Seg-CFT run of 2 steps, and its guide segmentor's weights after fine-tuning."""
+    run = cxr["root"] / "seg_cft"
+    wf = run_workflow("cxr", "train.json", cxr, run, steps=2)
+    return run, wf.parser.get_parsed_content("guide_model").network.state_dict()
+
+
+@pytest.fixture(scope="module")
+def seg_run(seg_cft) -> Path:
+    return seg_cft[0]
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_seg_cft_fine_tunes_the_image_mechanism_only_and_keeps_the_guide(cxr, seg_cft):
+    seg_run, guide_after = seg_cft
+    assert {"model.pt", "final.pt", "checkpoint_epoch=2.pt"} <= {p.name for p in (seg_run / "models").iterdir()}
+    base, tuned = state(cxr["root"] / "base" / "models" / "model.pt"), state(seg_run / "models" / "model.pt")
+    assert base.keys() == tuned.keys()  # the generator bundle's format: the EMA model's state dict
+    changed = {k for k in base if torch.is_tensor(base[k]) and not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith("module.image.") for k in changed)
+    guide_file = state(cxr["root"] / "seg" / "models" / "guide" / "model.pt")
+    assert guide_file.keys() == guide_after.keys() and all(torch.equal(guide_file[k], v) for k, v in guide_after.items())
+    resume = state(seg_run / "models" / "checkpoint_epoch=2.pt")
+    assert {"model", "optimizer", "lr_scheduler", "lagrange", "sampler", "trainer"} <= set(resume) and resume["trainer"]["iteration"] == 2
+    assert resume["lr_scheduler"]["last_epoch"] == 2  # the warm-up steps once per iteration
+    assert list((seg_run / "eval" / "samples").glob("*.png")) and list((seg_run / "eval" / "tensorboard").iterdir())
+
+
+def test_reg_cft_resumes_and_reuses_its_regressor(cxr, caplog):
+    run = cxr["root"] / "reg_cft"
+    run_workflow("cxr", "train.json", cxr, run, guide="reg", regressor_epochs=1, steps=2)
+    regressor = run / "models" / "regressor.pt"
+    saved = regressor.read_bytes()
+    caplog.set_level(logging.INFO)
+    wf = run_workflow("cxr", "train.json", cxr, run, guide="reg", regressor_epochs=1, steps=3)
+    assert "Epoch: 3/3" in caplog.text and "Epoch: 1/3" not in caplog.text and "Epoch: 2/3" not in caplog.text
+    resumed = state(run / "models" / "checkpoint_epoch=3.pt")
+    assert resumed["trainer"]["iteration"] == resumed["lr_scheduler"]["last_epoch"] == 3
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4 * (1 / 20 + (1 - 1 / 20) * 3 / 20))  # warm-up resumed
+    assert regressor.read_bytes() == saved
+    guide = wf.parser.get_parsed_content("guide_model")
+    stored = torch.load(regressor, weights_only=True)
+    assert stored["variables"] == guide.variables == CXR_AREAS
+    assert all(torch.equal(stored["guide"][k], v) for k, v in guide.state_dict().items())
+
+
+def test_pos_seg_guides_the_regional_variables_too(cxr):
+    wf = run_workflow("cxr", "train.json", cxr, cxr["root"] / "pos_cft", guide="pos-seg", steps=2)
+    assert wf.parser.get_parsed_content("targets") == [*CXR_AREAS, "left_lung_lower_area"]
+    assert (cxr["root"] / "pos_cft" / "models" / "model.pt").is_file()
+
+
+def test_inference_writes_counterfactuals_of_the_fine_tuned_model(cxr, seg_run):
+    run_workflow("cxr", "inference.json", cxr, seg_run, do=["heart_area=*1.02"])
+    out = seg_run / "counterfactuals"
+    with open(out / "parents.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3  # the test split of 16 cases
+    assert all(float(r["heart_area_cf"]) == pytest.approx(1.02 * float(r["heart_area"]), rel=1e-4) for r in rows)
+    assert len(list((out / "images").glob("*.nii.gz"))) == len(list((out / "difference").glob("*.png"))) == 3
+    generator = ConfigWorkflow(  # the generator bundle's own inference, pointed at the CFT run, loads the same model
+        config_file=[str(REPO / "bundles" / f) for f in ("cxr_generator/configs/inference.json", "cxr_generator/configs/phantom.json")],
+        meta_file=None, logging_file=False, workflow_type=None, **cxr["overrides"], bundle_root=str(seg_run),
+        output_dir=str(seg_run / "generator_counterfactuals"), do=["heart_area=*1.02"],
+    )
+    generator.initialize()
+    generator.run()
+    for path in (out / "images").iterdir():
+        assert path.read_bytes() == (seg_run / "generator_counterfactuals" / "images" / path.name).read_bytes()
+
+
+def test_evaluate_writes_the_report(cxr, seg_run):
+    run_workflow("cxr", "evaluate.json", cxr, seg_run)
+    report = json.loads((seg_run / "eval" / "report.json").read_text())
+    assert REPORT_KEYS | {"positional", "ground_truth"} <= set(report)
+    assert report["effectiveness_metric"] == "MAPE (%)" and set(report["effectiveness"]) == set(CXR_AREAS)
+    assert "left_lung_lower_area" in report["positional"] and report["composition_max_abs"] < 1e-4
+
+
+def test_ccta_cft_trains_and_evaluates(tmp_path):
+    setup = make_setup(tmp_path, "ccta", 5, {})
+    run = tmp_path / "cft"
+    run_workflow("ccta", "train.json", setup, run, steps=2)
+    run_workflow("ccta", "evaluate.json", setup, run)
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert REPORT_KEYS | {"ground_truth"} <= set(report) and "positional" not in report
+    assert report["effectiveness_metric"] == "MAE (mm2)"
+    assert set(report["effectiveness"]) == {"lumen_area", "vessel_wall_area", "calcified_plaque_area", "noncalcified_plaque_area"}
+
+
+def test_bad_guide_and_targets_are_refused_by_name(cxr):
+    dl = load_datalist(cxr["data"])
+    no_call = lambda *_: pytest.fail("the guide kind does not need this")  # noqa: E731
+    with pytest.raises(InputError, match="guide must be one of"):
+        make_guide("segmentor", dl, CXR_AREAS, no_call, no_call)
+    with pytest.raises(InputError, match="pos-seg"):
+        make_guide("pos-seg", dl, CXR_AREAS, no_call, no_call)
+    for targets in ([], ["sex"], ["spleen_area"]):
+        with pytest.raises(InputError, match="targets"):
+            intervention_sampler(targets, cxr["scm"])
