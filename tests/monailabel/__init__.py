@@ -1,0 +1,1 @@
+"""Tests of the MONAI Label app (apps/monailabel), run in .venv-monailabel."""
