@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -14,7 +15,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["bench", "generator"], ["bench", "cft"], ["plot", "curves"], ["demo"], ["version"]]
+    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["bench", "generator"], ["bench", "cft"], ["plot", "curves"], ["demo"], ["counterfactual"], ["export"], ["version"]]
 )
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
@@ -35,12 +36,21 @@ def test_phantom_command_writes_a_datalist(tmp_path):
     assert stat.S_IMODE((tmp_path / "datalist.json").stat().st_mode) & 0o044  # readable by others, not 0600
 
 
-def test_demo_writes_a_report_with_figures(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "10", "--seed", "1"])
+def test_demo_trains_everything_and_writes_a_report_and_a_model_package(tmp_path):
+    args = ["demo", "--out", str(tmp_path), "--n", "20", "--seed", "1", "--segmentor-epochs", "1", "--generator-epochs", "1",
+            "--cft-steps", "2"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report.md").read_text()
-    assert "cxr_true_counterfactuals.png" in report and (tmp_path / "cxr_true_counterfactuals.png").stat().st_size > 10_000
-    assert (tmp_path / "ccta_true_counterfactuals.png").is_file()
+    for figure in ("counterfactuals.png", "dose_response.png", "generator_curves.png"):
+        assert f"figures/{figure}" in report and (tmp_path / "figures" / figure).stat().st_size > 5_000
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["no fine-tuning", "Seg-CFT"]
+    for entry in metrics["methods"].values():
+        assert set(entry["effectiveness_mape_percent"]) == {"heart_area", "left_lung_area", "right_lung_area"}
+        assert "ground_truth" in entry and entry["composition_max_abs"] < 1e-4
+    assert (tmp_path / "model" / "segcft_model.json").is_file()
+    assert "segcft counterfactual --model" in report
 
 
 def test_plot_curves_reads_tensorboard_logs(tmp_path):
