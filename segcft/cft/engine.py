@@ -39,8 +39,8 @@ class CFTTrainer(Trainer):
     within ``eps``; then a step on the HVAE and an ascent step on ``lambda``.
 
     ``guide_weight`` scales the guide's loss against the ELBO term: a relative area error has
-    a gradient ~50x smaller than the per-dimension ELBO's on JSRT (docs/results.md), so at
-    weight 1 the constraint drowns the guide.
+    a far smaller gradient than the per-dimension ELBO's, so at weight 1 the constraint
+    drowns the guide (docs/results.md).
 
     Gradients are clipped, and by default an update is skipped only when it is not finite:
     once the ELBO leaves its bound, the damped Lagrangian's gradient is large *and* the only

@@ -9,7 +9,7 @@ differential method of multipliers") stops ``lambda`` from oscillating.
 
 One deviation from the equality form ``sg(eps - ELBO)`` in METHOD.md: damping acts only on a
 *violation*. Applied to a satisfied constraint it rewards a worse ELBO (its gradient pushes
-the ELBO up towards ``eps``), and on JSRT that push was ~50x the guide's gradient, so the
+the ELBO up towards ``eps``), and on JSRT that push swamped the guide's gradient, so the
 guide never moved the model (docs/results.md).
 """
 
