@@ -51,6 +51,7 @@ from segcft.utils import InputError, staged_dir, write_json
 logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
+PREVIEW_PIXELS = 512
 
 
 def input_stem(path: str | os.PathLike) -> str:
@@ -239,9 +240,10 @@ def _counterfactual_file(
         names["variance"] = f"{stem}_variance.nii.gz"
     with staged_dir(out_dir) as stage:
         _write_like_input(path, fmt, result, stage / names["counterfactual"], description)
-        row = {"label": stem, "original": base, "counterfactuals": {"counterfactual": result}}
+        step = max(1, -(-max(base.shape) // PREVIEW_PIXELS))  # a figure is for the eye: no more pixels than a screen shows
+        row = {"label": stem, "original": base[::step, ::step], "counterfactuals": {"counterfactual": result[::step, ::step]}}
         if variance is not None:
-            row["uncertainty"] = np.sqrt(np.clip(variance, 0, None))
+            row["uncertainty"] = np.sqrt(np.clip(variance, 0, None))[::step, ::step]
             write_nifti(variance.astype(np.float32), stage / names["variance"], tuple(spacing_of(original).tolist()))
         counterfactual_grid([row], stage / names["figure"], title=description)
 
