@@ -50,6 +50,24 @@ def test_damping_acts_on_violations_only():
     assert float(violated.grad) == pytest.approx(10.0 * 0.5)  # damping pulls the ELBO back under eps
 
 
+def test_relative_targets_cancel_a_guide_bias():
+    from segcft.cft.guides import Guide
+
+    class Biased(Guide):  # measures 1.1x the image mean as "area"
+        variables = ["a"]
+
+        def measure(self, x, spacing, factual):
+            return {"a": 1.1 * x.flatten(1).mean(1)}
+
+    guide = Biased()
+    x, x_cf = torch.full((2, 1, 4, 4), 10.0), torch.full((2, 1, 4, 4), 8.0)
+    pa, pa_cf = {"a": torch.full((2,), 10.0)}, {"a": torch.full((2,), 8.0)}  # the true change: -20%
+    assert float(guide.loss(x_cf, pa_cf, torch.ones(2, 2), factual=x)) == pytest.approx(0.1)  # the bias counts as error
+    assert float(guide.loss(x_cf, pa_cf, torch.ones(2, 2), factual=x, pa=pa)) == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.full((2, 1, 4, 4), 9.0)
+    assert float(guide.loss(wrong, pa_cf, torch.ones(2, 2), factual=x, pa=pa)) == pytest.approx(0.125)
+
+
 def test_sampler_picks_one_variable_within_support():
     support = {"a": (1.0, 10.0), "b": (0.0, 2.0)}
     pa = {"a": torch.tensor([2.0, 5.0, 9.0]), "b": torch.tensor([1.0, 1.5, 0.5])}

@@ -42,6 +42,9 @@ class CFTTrainer(Trainer):
     a far smaller gradient than the per-dimension ELBO's, so at weight 1 the constraint
     drowns the guide (docs/results.md).
 
+    ``relative_targets`` compares the guide's measurement of ``x*`` with the requested relative
+    change of its measurement of ``x`` (see :meth:`Guide.loss`) instead of with ``pa*``.
+
     Gradients are clipped, and by default an update is skipped only when it is not finite:
     once the ELBO leaves its bound, the damped Lagrangian's gradient is large *and* the only
     way back, so skipping large updates (as in pre-training) would freeze the model outside
@@ -63,6 +66,7 @@ class CFTTrainer(Trainer):
         grad_clip: float = 200.0,
         grad_skip: float = math.inf,
         guide_weight: float = 1.0,
+        relative_targets: bool = False,
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
     ) -> None:
@@ -71,6 +75,7 @@ class CFTTrainer(Trainer):
         self.scm, self.guide, self.sampler = scm, guide, sampler
         self.optimizer, self.lagrange, self.eps, self.ema = optimizer, lagrange, float(eps), ema
         self.grad_clip, self.grad_skip, self.guide_weight = grad_clip, grad_skip, guide_weight
+        self.relative_targets = relative_targets
         scm.parents.requires_grad_(False)
         guide.freeze()
         self.state.skipped_updates = 0  # type: ignore[attr-defined]
@@ -83,7 +88,7 @@ class CFTTrainer(Trainer):
         elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
         do = self.sampler(pa)
         cf = self.scm.counterfactual(x, pa, do)
-        guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x)
+        guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x, pa=pa if self.relative_targets else None)
         loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -43,11 +43,28 @@ class Guide(nn.Module):
         raise NotImplementedError
 
     def loss(
-        self, x_cf: torch.Tensor, pa_cf: Mapping[str, torch.Tensor], spacing: torch.Tensor, factual: torch.Tensor
+        self,
+        x_cf: torch.Tensor,
+        pa_cf: Mapping[str, torch.Tensor],
+        spacing: torch.Tensor,
+        factual: torch.Tensor,
+        pa: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Mean relative error between the measured values and ``pa*`` over all the guide's variables."""
+        """Mean relative error between the measured values and ``pa*`` over all the guide's variables.
+
+        With the factual parents ``pa``, each target is the requested *relative* change applied
+        to what the guide measures on the factual image, ``m(x) * pa* / pa``: a guide biased on
+        an image (soft areas of a segmentor that is not confident everywhere) then does not
+        push the counterfactual to undo its own bias.
+        """
         measured = self.measure(x_cf, spacing, factual)
-        errors = [(measured[v] - pa_cf[v]).abs() / pa_cf[v].abs().clamp(min=1e-6) for v in self.variables]
+        if pa is None:
+            targets = dict(pa_cf)
+        else:
+            with torch.no_grad():
+                reference = self.measure(factual, spacing, factual)
+            targets = {v: reference[v] * pa_cf[v] / pa[v].clamp(min=1e-6) for v in self.variables}
+        errors = [(measured[v] - targets[v]).abs() / targets[v].abs().clamp(min=1e-6) for v in self.variables]
         return torch.stack(errors, 1).mean()
 
 

@@ -78,6 +78,7 @@ def cft(
     lr: float = typer.Option(3e-4, help="Learning rate of the fine-tuning (after a 20-step linear warm-up)."),
     guide_weight: float = typer.Option(50.0, help="Weight of the guide's loss against the ELBO term of the Lagrangian."),
     lagrange_lr: float = typer.Option(0.1, help="Ascent rate of the Lagrange multiplier lambda."),
+    relative_targets: bool = typer.Option(False, help="Guide targets as the requested relative change of its factual measurement."),
     eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
     regressor_epochs: int = typer.Option(40, help="Training epochs of the Reg-CFT regressor."),
     device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
@@ -90,7 +91,8 @@ def cft(
 
     bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
-        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
+        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, relative_targets=relative_targets,
+        eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')} and {Path(out).with_suffix('.png')}")

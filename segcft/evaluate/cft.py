@@ -47,7 +47,7 @@ def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.uti
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
     batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, warmup: int = 20, guide_weight: float = 50.0,
-    desc: str = "CFT",
+    relative_targets: bool = False, desc: str = "CFT",
 ) -> dict[str, float]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output.
 
@@ -60,6 +60,7 @@ def finetune(
         scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps, guide_weight=guide_weight,
+        relative_targets=relative_targets,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -193,6 +194,7 @@ def bench_cft(
     lr: float = 3e-4,
     guide_weight: float = 50.0,
     lagrange_lr: float = 0.1,
+    relative_targets: bool = False,
     eps_slack: float = 0.02,
     regressor_epochs: int = 40,
     device: str = "cpu",
@@ -229,7 +231,8 @@ def bench_cft(
     report: dict[str, Any] = {
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
+        "relative_targets": relative_targets, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -247,7 +250,7 @@ def bench_cft(
                                                         seed=seed, device=dev).to(dev),
             )
             entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         guide_weight=guide_weight, desc=f"CFT {method}")
+                                         guide_weight=guide_weight, relative_targets=relative_targets, desc=f"CFT {method}")
         entry.update(measure_model(scm, dl, test, judge, modality, size, seed))
         report["methods"][method] = entry
         models[method] = scm
