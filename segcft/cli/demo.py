@@ -63,6 +63,7 @@ def _run(
     from monai.bundle import ConfigWorkflow
 
     from segcft.cft import SegmentorGuide
+    from segcft.cft.factory import structure_variables
     from segcft.cft.engine import elbo_bound
     from segcft.data.datalist import load_datalist, structures_of
     from segcft.data.phantom import phantom_from_datalist
@@ -100,9 +101,7 @@ def _run(
     parser, ema = load_generator(files, {k: overrides[k] for k in ("bundle_root", "datalist", "device", "image_size")})
     base = ema.module
     variables = parser.get_parsed_content("variables")
-    described = dl["variables"]
-    structure_of = {v: described[v]["structure"] for v in variables
-                    if described[v].get("unit") == "mm2" and described[v].get("structure") and not described[v].get("region")}
+    structure_of = structure_variables(dl, variables)
     modality = parser.get_parsed_content("modality")
     train = cfe.load_split(dl, "training", size, modality, variables)
     test = cfe.load_split(dl, "test", size, modality, variables)
@@ -168,7 +167,6 @@ def _run(
 def _grid(models, data, phantom, modality: str, size: int, path: Path) -> Path:
     """Cases x (original | each model's counterfactual | the true counterfactual) of ``do(left lung -25%)``."""
     from segcft.causal.interventions import Intervention
-    from segcft.data.transforms import image_pipeline
     from segcft.evaluate import counterfactuals as cfe
     from segcft.figures import counterfactual_grid
 
@@ -179,18 +177,10 @@ def _grid(models, data, phantom, modality: str, size: int, path: Path) -> Path:
     idx = torch.nonzero(ok).flatten()[:4]
     sub = cfe.subset(data, torch.isin(torch.arange(len(data)), idx))
     cfs = {m: cfe.counterfactual_images(scm, sub, {GRID_DO: target[idx]}) for m, scm in models.items()}
-    rows = []
-    for j, i in enumerate(idx.tolist()):
-        row = {"label": sub.cases[j], "original": sub.images[j, 0].numpy(),
-               "counterfactuals": {m: cfs[m][j, 0].numpy() for m in models}}
-        if phantom is not None:
-            image, _, parents = phantom.counterfactual(data.noise[i], {GRID_DO: float(target[i])})
-            tmp = path.parent / f".true_{i}{phantom.image_suffix}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            phantom.write_image(image, tmp, data.cases[i], parents)
-            row["counterfactuals"]["true (phantom)"] = image_pipeline(size, modality, with_label=False)({"image": str(tmp)})["image"][0].numpy()
-            tmp.unlink()
-        rows.append(row)
+    if phantom is not None:
+        cfs["true (phantom)"] = cfe.true_counterfactuals(phantom, data, idx.tolist(), GRID_DO, target, modality, size)
+    rows = [{"label": sub.cases[j], "original": sub.images[j, 0].numpy(),
+             "counterfactuals": {m: images[j, 0].numpy() for m, images in cfs.items()}} for j in range(len(idx))]
     return counterfactual_grid(rows, path, title=f"do({GRID_DO} = -25%)")
 
 

@@ -222,6 +222,27 @@ def write_nifti(arr: np.ndarray, path: str | os.PathLike, spacing: tuple[float, 
     return Path(path)
 
 
+def _new_dataset(sop_class: str) -> pydicom.Dataset:
+    """An empty dataset of ``sop_class`` with its file meta and a new SOP Instance UID."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    return ds
+
+
+def _save_dicom(ds: pydicom.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` as a DICOM file, atomically; pydicom 3 and 2.x spell the call differently."""
+    with atomic_path(path) as tmp:
+        try:
+            ds.save_as(tmp, enforce_file_format=True)
+        except TypeError:  # pydicom 2.x
+            ds.save_as(tmp, write_like_original=False)
+    return Path(path)
+
+
 def write_dicom_radiograph(
     pixels: np.ndarray,
     path: str | os.PathLike,
@@ -254,15 +275,10 @@ def write_dicom_radiograph(
         if modality == "DX"
         else pydicom.uid.ComputedRadiographyImageStorage
     )
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
+    ds = _new_dataset(sop_class)
     now = datetime.datetime.now()
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = study_uid or pydicom.uid.generate_uid()
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
     ds.Modality = modality
@@ -287,12 +303,7 @@ def write_dicom_radiograph(
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
     ds.PixelData = stored.astype(np.uint16).tobytes()
-    with atomic_path(path) as tmp:
-        try:
-            ds.save_as(tmp, enforce_file_format=True)
-        except TypeError:  # pydicom 2.x
-            ds.save_as(tmp, write_like_original=False)
-    return Path(path)
+    return _save_dicom(ds, path)
 
 
 #: Attributes copied from the source of a derived image when present: patient, study and
@@ -334,17 +345,12 @@ def write_dicom_derived(source: pydicom.Dataset, pixels01: np.ndarray, path: str
         raise ValueError(f"pixels are {pixels01.shape}, the source image is {(rows, cols)}")
     top = 2**12 - 1
     sop_class = _derived_sop_class(source)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
+    ds = _new_dataset(sop_class)
     for keyword in _DERIVED_KEEP:
         if keyword in source:
             ds[keyword] = copy.deepcopy(source[keyword])
     now = datetime.datetime.now()
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
     if "StudyInstanceUID" not in ds:
         ds.StudyInstanceUID = pydicom.uid.generate_uid()
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
@@ -373,12 +379,7 @@ def write_dicom_derived(source: pydicom.Dataset, pixels01: np.ndarray, path: str
     ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1  # display = stored / 4095 (PS3.3 C.11.2.1.2.1)
     ds.PresentationLUTShape = "IDENTITY"
     ds.PixelData = np.rint(np.clip(pixels01, 0.0, 1.0) * top).astype("<u2").tobytes()
-    with atomic_path(path) as tmp:
-        try:
-            ds.save_as(tmp, enforce_file_format=True)
-        except TypeError:  # pydicom 2.x
-            ds.save_as(tmp, write_like_original=False)
-    return Path(path)
+    return _save_dicom(ds, path)
 
 
 def write_nifti_derived(source: str | os.PathLike, arr: np.ndarray, path: str | os.PathLike) -> Path:

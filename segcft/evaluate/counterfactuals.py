@@ -227,33 +227,46 @@ def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Se
     """Mean abs pixel error (in ``[-1, 1]`` units) against the true counterfactual, and of not changing ``x``."""
     if data.noise is None:
         raise InputError("ground truth needs a phantom datalist (items with 'noise')")
-    pipeline = image_pipeline(size, modality, with_label=False)
     report = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            entry = {}
-            for pct in (-25.0, 25.0):
-                target = Intervention(name, "percent", pct).apply(data.parents[name])
-                ok = in_support(scm, name, target) & _in_phantom_support(phantom, name, target)
-                if not ok.any():
-                    continue
-                idx = torch.nonzero(ok).flatten().tolist()
-                true = []
-                for i in idx:
-                    image, _, parents = phantom.counterfactual(data.noise[i], {name: float(target[i])})
-                    path = Path(tmp) / f"true_{i}{phantom.image_suffix}"
-                    phantom.write_image(image, path, data.cases[i], parents)
-                    true.append(torch.as_tensor(pipeline({"image": str(path)})["image"]))
-                true_t = torch.stack(true).float()
-                sub = subset(data, ok)
-                model = counterfactual_images(scm, sub, {name: target[ok]})
-                entry[f"{pct:+.0f}%"] = {
-                    "model_mae": round(float((model - true_t).abs().mean()), 5),
-                    "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
-                    "n": len(idx),
-                }
-            report[name] = entry
+    for name in names:
+        entry = {}
+        for pct in (-25.0, 25.0):
+            target = Intervention(name, "percent", pct).apply(data.parents[name])
+            ok = in_support(scm, name, target) & _in_phantom_support(phantom, name, target)
+            if not ok.any():
+                continue
+            idx = torch.nonzero(ok).flatten().tolist()
+            true_t = true_counterfactuals(phantom, data, idx, name, target, modality, size)
+            sub = subset(data, ok)
+            model = counterfactual_images(scm, sub, {name: target[ok]})
+            entry[f"{pct:+.0f}%"] = {
+                "model_mae": round(float((model - true_t).abs().mean()), 5),
+                "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
+                "n": len(idx),
+            }
+        report[name] = entry
     return report
+
+
+def true_counterfactuals(
+    phantom: Phantom, data: EvalData, idx: Sequence[int], name: str, target: torch.Tensor, modality: str, size: int
+) -> torch.Tensor:
+    """``(len(idx), 1, size, size)``: the phantom's true ``do(name = target[i])`` for samples ``idx``.
+
+    Each is rendered from the sample's stored noise, written in the phantom's own format and
+    read back through the models' preprocessing, so it compares with ``x*`` like for like.
+    """
+    if data.noise is None:
+        raise InputError("true counterfactuals need a phantom datalist (items with 'noise')")
+    pipeline = image_pipeline(size, modality, with_label=False)
+    true = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in idx:
+            image, _, parents = phantom.counterfactual(data.noise[i], {name: float(target[i])})
+            path = Path(tmp) / f"true_{i}{phantom.image_suffix}"
+            phantom.write_image(image, path, data.cases[i], parents)
+            true.append(torch.as_tensor(pipeline({"image": str(path)})["image"]))
+    return torch.stack(true).float()
 
 
 def _in_phantom_support(phantom: Phantom, name: str, values: torch.Tensor) -> torch.Tensor:

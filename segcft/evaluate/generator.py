@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from segcft.cft.factory import structure_variables
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
 from segcft.evaluate import counterfactuals as cfe
@@ -138,11 +139,7 @@ def bench_generator(
     size, modality = parser.get_parsed_content("image_size"), parser.get_parsed_content("modality")
     data = cfe.load_split(dl, "test", size, modality, variables)
     judge = load_judge(judge_report, structures_of(dl), torch.device(device))
-    structure_of = {
-        v: dl["variables"][v]["structure"]
-        for v in variables
-        if dl["variables"][v].get("structure") and dl["variables"][v].get("unit") == "mm2" and not dl["variables"][v].get("region")
-    }
+    structure_of = structure_variables(dl, variables)
     metric = "mape" if modality == "cxr" else "mae"
     report.update({
         "variables": variables,
