@@ -183,6 +183,9 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         assert entry["composition_max_abs"] < 1e-4
         assert set(entry["effectiveness"]) == set(AREAS) and "left_lung_lower_area" in entry["positional"]
         assert 0 <= entry["locality"]["heart_area"]["locality"] <= 1 and entry["ground_truth"]
+        assert entry["within_eps"] == (entry["train_elbo_nats_per_dim"] <= report["eps"])
         if method != "none":
             assert entry["finetune"]["lambda"] >= 0
+    # The base model's training-split ELBO is the bound itself, less the slack.
+    assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
     assert (tmp_path / "cft.md").read_text().count("| pos-seg |") == 3 and (tmp_path / "cft.png").stat().st_size > 10_000

@@ -18,16 +18,23 @@ from segcft.engines.generator import batch_tensors, clip_or_skip
 
 
 @torch.no_grad()
-def elbo_bound(scm: DeepSCM, loader, slack: float) -> float:
-    """``eps``: the pre-trained model's mean negative ELBO (nats/dim) on ``loader`` plus ``slack``."""
+def elbo_bound(scm: DeepSCM, loader, slack: float, seed: int = 0) -> float:
+    """``eps``: the pre-trained model's mean negative ELBO (nats/dim) on ``loader`` plus ``slack``.
+
+    The ELBO is a one-sample estimate, so the posterior draws come from a private RNG stream
+    seeded with ``seed``: the same model, data and seed give the same bound, and the global
+    RNG is left untouched.
+    """
     scm.eval()
     device = scm.cond_mean.device
     total, count = 0.0, 0
-    for batch in loader:
-        x, pa = batch_tensors(scm, batch, device)
-        elbo = scm.image(x, scm.condition(pa))["elbo_per_sample"]
-        total += float(elbo.sum())
-        count += elbo.numel()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for batch in loader:
+            x, pa = batch_tensors(scm, batch, device)
+            elbo = scm.image(x, scm.condition(pa))["elbo_per_sample"]
+            total += float(elbo.sum())
+            count += elbo.numel()
     return total / max(count, 1) + slack
 
 

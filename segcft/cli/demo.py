@@ -112,7 +112,7 @@ def _run(
     with torch.no_grad():  # the guide's own error on real images: Seg-CFT cannot be better than its guide
         guide_factual = float(guide.loss(test.images.to(dev), {k: v.to(dev) for k, v in test.parents.items()},
                                          test.spacing.to(dev), factual=test.images.to(dev)))
-    eps = elbo_bound(base, shuffled_loader(train, 32, seed), slack=0.02)
+    eps = elbo_bound(base, shuffled_loader(train, 32, seed), slack=0.02, seed=seed)
     tuned = copy.deepcopy(base)
     t0 = time.perf_counter()
     cft_out = finetune(tuned, guide, train, list(structure_of), eps, cft_steps, cft_lr, seed, relative_targets=True,
