@@ -68,6 +68,30 @@ def test_relative_targets_cancel_a_guide_bias():
     assert float(guide.loss(wrong, pa_cf, torch.ones(2, 2), factual=x, pa=pa)) == pytest.approx(0.125)
 
 
+def test_empty_regions_get_a_finite_error_scale_and_an_absolute_target():
+    from segcft.cft.guides import Guide
+    from segcft.data.structures import CCTA_REGIONS, CCTA_STRUCTURES
+
+    spec = next(s for s in CCTA_REGIONS if s.structure == "calcified_plaque")
+    names = spec.variable_names()
+    guide = SegmentorGuide(segmentor("unet", len(CCTA_STRUCTURES) + 1, width=4), CCTA_STRUCTURES, 32, {},
+                           {v: (spec, i) for i, v in enumerate(names)})
+    targets = dict(zip(names, torch.tensor([[2.0], [0.0], [0.0], [0.4]])))
+    scales = guide.scales(targets)
+    floor = 2.4 / (8 * 4)  # an eighth of the mean sector
+    assert [float(scales[v]) for v in names] == pytest.approx([2.0, floor, floor, 0.4])
+
+    class Area(Guide):  # measures the image mean as "area"
+        variables = ["a"]
+
+        def measure(self, x, spacing, factual):
+            return {"a": x.flatten(1).mean(1)}
+
+    x, x_cf = torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 3.0)
+    # an empty factual region asked to hold 3 mm2 gets the absolute target 3, not 3 / 0
+    assert float(Area().loss(x_cf, {"a": torch.tensor([3.0])}, torch.ones(1, 2), factual=x, pa={"a": torch.zeros(1)})) == 0.0
+
+
 def test_sampler_picks_one_variable_within_support():
     support = {"a": (1.0, 10.0), "b": (0.0, 2.0)}
     pa = {"a": torch.tensor([2.0, 5.0, 9.0]), "b": torch.tensor([1.0, 1.5, 0.5])}

@@ -158,15 +158,22 @@ def test_evaluate_writes_the_report(cxr, seg_run):
     assert "left_lung_lower_area" in report["positional"] and report["composition_max_abs"] < 1e-4
 
 
-def test_ccta_cft_trains_and_evaluates(tmp_path):
-    setup = make_setup(tmp_path, "ccta", 5, {})
+def test_ccta_pos_seg_trains_and_evaluates_on_plaque_sectors(tmp_path):
+    positional = json.loads((REPO / "bundles" / "ccta_generator" / "configs" / "positional.json").read_text())
+    setup = make_setup(tmp_path, "ccta", 5, positional)
     run = tmp_path / "cft"
-    run_workflow("ccta", "train.json", setup, run, steps=2)
+    wf = run_workflow("ccta", "train.json", setup, run, guide="pos-seg", steps=2)
+    sectors = [f"calcified_plaque_q{i}_area" for i in range(1, 5)]
+    assert wf.parser.get_parsed_content("targets")[-4:] == sectors
     run_workflow("ccta", "evaluate.json", setup, run)
     report = json.loads((run / "eval" / "report.json").read_text())
-    assert REPORT_KEYS | {"ground_truth"} <= set(report) and "positional" not in report
+    assert REPORT_KEYS | {"ground_truth", "positional"} <= set(report)
     assert report["effectiveness_metric"] == "MAE (mm2)"
     assert set(report["effectiveness"]) == {"lumen_area", "vessel_wall_area", "calcified_plaque_area", "noncalcified_plaque_area"}
+    # sector errors are in mm2 (empty sectors make percentages meaningless), over the cases whose sector is not empty
+    assert report["positional"] and set(report["positional"]) <= set(sectors)
+    for entry in report["positional"].values():
+        assert {"target_mae_mm2", "other_regions_change_mm2", "n"} == set(entry) and entry["n"] >= 1
 
 
 def test_bad_guide_and_targets_are_refused_by_name(cxr):

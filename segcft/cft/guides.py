@@ -23,6 +23,9 @@ from torch import nn
 from segcft.measure import RegionSpec, partition, region_areas, soft_areas
 from segcft.utils import InputError
 
+#: A regional error's scale is at least the partition's mean region area over this number.
+REGION_FLOOR_DIVISOR = 8.0
+
 
 class Guide(nn.Module):
     """A frozen measuring network. Subclasses implement :meth:`measure`."""
@@ -63,9 +66,17 @@ class Guide(nn.Module):
         else:
             with torch.no_grad():
                 reference = self.measure(factual, spacing, factual)
-            targets = {v: reference[v] * pa_cf[v] / pa[v].clamp(min=1e-6) for v in self.variables}
-        errors = [(measured[v] - targets[v]).abs() / targets[v].abs().clamp(min=1e-6) for v in self.variables]
+            # a factual value of 0 (an empty plaque sector) has no relative change: its target stays absolute
+            targets = {
+                v: torch.where(pa[v] > 0, reference[v] * pa_cf[v] / pa[v].clamp(min=1e-6), pa_cf[v]) for v in self.variables
+            }
+        scales = self.scales(targets)
+        errors = [(measured[v] - targets[v]).abs() / scales[v] for v in self.variables]
         return torch.stack(errors, 1).mean()
+
+    def scales(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What each variable's absolute error is divided by: the size of its target."""
+        return {v: targets[v].abs().clamp(min=1e-6) for v in self.variables}
 
 
 class SegmentorGuide(Guide):
@@ -115,6 +126,19 @@ class SegmentorGuide(Guide):
                     maps[spec] = partition(labels, self.structures, spec)
                 occupancy = probs[:, self.structures[spec.structure]]
                 out[name] = region_areas(occupancy, maps[spec], spec, sp)[spec.variable_names()[index]]["mm2"]
+        return out
+
+
+    def scales(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A region's error is relative to its target, but never to less than an eighth of the
+        mean region of its partition: a plaque sector is often empty (target 0), and a relative
+        error there would be infinite."""
+        out = super().scales(targets)
+        for spec in {spec for spec, _ in self.regional.values()}:
+            names = [v for v, (s, _) in self.regional.items() if s == spec]
+            floor = torch.stack([targets[v] for v in names]).sum(0).abs() / (REGION_FLOOR_DIVISOR * len(spec.regions))
+            for v in names:
+                out[v] = torch.maximum(out[v], floor)
         return out
 
 

@@ -131,14 +131,24 @@ def realism(scm, data: cfe.EvalData, judge: cfe.Judge, names: Sequence[str], see
     return round(cfe.frechet_distance(judge.features(data.images), torch.cat(feats)), 4)
 
 
-def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str, tuple[RegionSpec, int]], pct: float = -25.0) -> dict:
+def positional(
+    scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str, tuple[RegionSpec, int]], metric: str = "mape",
+    pct: float = -25.0,
+) -> dict:
     """``do(region *= 1 + pct%)``: the targeted region's error and how much the structure's other regions moved.
 
-    Regions are measured by the judge with the partition of the factual image held fixed.
+    Regions are measured by the judge with the partition of the factual image held fixed. Only
+    cases whose targeted region is not empty count (a relative change of an empty plaque sector
+    asks for nothing). With ``metric="mape"`` both figures are percentages; with ``"mae"`` they
+    are mm^2, because the other regions are often empty too.
     """
     report = {}
+    unit = "percent" if metric == "mape" else "mm2"
     for name, (spec, index) in regional.items():
-        found = relative_counterfactuals(scm, data, name, pct)
+        present = data.parents[name] > 0
+        if not present.any():
+            continue
+        found = relative_counterfactuals(scm, cfe.subset(data, present), name, pct)
         if found is None:
             continue
         sub, target, images = found
@@ -149,11 +159,12 @@ def positional(scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str,
             before = region_guide.measure(sub.images, sub.spacing, factual=sub.images)
             after = region_guide.measure(images, sub.spacing, factual=sub.images)
         others = [v for v in spec.variable_names() if v != name]
+        moved = [(after[v] - before[v]).abs() for v in others]
+        if metric == "mape":
+            moved = [100 * m / before[v].clamp(min=1e-6) for m, v in zip(moved, others)]
         report[name] = {
-            "target_mape_percent": round(cfe.error(after[name], target, "mape"), 3),
-            "other_regions_change_percent": round(float(torch.stack([
-                (100 * (after[v] - before[v]).abs() / before[v].clamp(min=1e-6)).mean() for v in others
-            ]).mean()), 3),
+            f"target_{metric}_{unit}": round(cfe.error(after[name], target, metric), 3),
+            f"other_regions_change_{unit}": round(float(torch.stack([m.mean() for m in moved]).mean()), 3),
             "n": len(sub),
         }
     return report
@@ -177,7 +188,7 @@ def measure_model(
         "realism_frechet": realism(scm, data, judge, list(structure_of), seed),
     }
     if regional:
-        entry["positional"] = positional(scm, data, judge, regional)
+        entry["positional"] = positional(scm, data, judge, regional, metric)
     if "phantom" in datalist:
         entry["ground_truth"] = cfe.ground_truth_error(scm, data, phantom_from_datalist(datalist), list(structure_of), modality, size)
     return entry
