@@ -87,6 +87,16 @@ class DeepSCM(nn.Module):
         parsed = [s if isinstance(s, Intervention) else parse_do(s) for s in specs]
         return resolve(parsed, pa, self.support, self.graph.kinds)
 
+    def reconstruct(self, x: torch.Tensor, pa: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The likelihood's location with posterior-mean latents: what the latents alone keep of ``x``.
+
+        Unlike a null-intervention counterfactual, no pixel noise is abducted, so this shows how
+        much detail the hierarchy itself has learned to carry.
+        """
+        cond = self.condition(pa)
+        loc, _ = self.image.decode(self.image.abduct_latents(x, cond, use_mean=True), cond)
+        return loc.clamp(-1, 1)
+
     def counterfactual(
         self,
         x: torch.Tensor,

@@ -199,6 +199,27 @@ def noise_floor(data: EvalData, judge: Judge, structure_of: Mapping[str, str], m
 
 
 @torch.no_grad()
+def reconstruction_quality(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, float]:
+    """How sharp the model's reconstructions are: PSNR (dB, on the [-1, 1] range) and the ratio of
+    the reconstructions' high-frequency energy (variance of the Laplacian) to the inputs' (1 = as sharp)."""
+    device = scm.cond_mean.device
+    laplace = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=device).view(1, 1, 3, 3)
+    mse, sharpness = [], []
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        x = data.images[sl].to(device)
+        recon = scm.reconstruct(x, {k: v[sl].to(device) for k, v in data.parents.items()})
+        mse.append(((recon - x) ** 2).flatten(1).mean(1))
+        energy = [torch.nn.functional.conv2d(img, laplace).flatten(1).var(1) for img in (recon, x)]
+        sharpness.append(energy[0] / energy[1].clamp(min=1e-12))
+    mse_all = torch.cat(mse)
+    return {
+        "psnr_db": round(float((10 * torch.log10(4.0 / mse_all.clamp(min=1e-12))).mean()), 2),
+        "sharpness_ratio": round(float(torch.cat(sharpness).mean()), 3),
+    }
+
+
+@torch.no_grad()
 def composition_error(scm: DeepSCM, data: EvalData) -> float:
     """Max abs difference between ``x`` and its null-intervention counterfactual."""
     images = counterfactual_images(scm, data, {})

@@ -148,6 +148,7 @@ def bench_generator(
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)",
         **cfe.test_elbo(scm, data),
         "composition_max_abs": cfe.composition_error(scm, data),
+        "reconstruction": cfe.reconstruction_quality(scm, data),
         "reversibility": cfe.reversibility_error(scm, data, list(structure_of)),
         "noise_floor": cfe.noise_floor(data, judge, structure_of, metric),
         "effectiveness": cfe.effectiveness(scm, data, judge, structure_of, metric, seed),
