@@ -345,7 +345,8 @@ def render_bundle(bundle: Path) -> str:
               "expressions longer than 60 characters are shortened to their call):", ""]
     lines += config_table(main, settings=False) or ["(none)"]
     for name, config in extra.items():
-        lines += ["", f"Keys that `{name}` replaces when it is listed after another config in `--config_file`:", ""]
+        extends = " (a `+key` extends that config's list instead)" if any(k.startswith("+") for k in config) else ""
+        lines += ["", f"Keys that `{name}` replaces when it is listed after another config in `--config_file`{extends}:", ""]
         lines += ["| Key | Value |", "|---|---|"]
         lines += [f"| {code(k)} | {cell(setting_summary(v) if is_setting(v) else component_summary(v))} |"
                   for k, v in config.items() if not k.startswith("_")]

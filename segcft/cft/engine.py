@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 from monai.engines import Trainer
@@ -14,6 +15,7 @@ from segcft.causal.scm import DeepSCM
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
 from segcft.cft.sampling import InterventionSampler
+from segcft.engines.distributed import average_gradients, mean_over_ranks
 from segcft.engines.generator import batch_tensors, clip_or_skip
 
 
@@ -23,7 +25,8 @@ def elbo_bound(scm: DeepSCM, loader, slack: float, seed: int = 0) -> float:
 
     The ELBO is a one-sample estimate, so the posterior draws come from a private RNG stream
     seeded with ``seed``: the same model, data and seed give the same bound, and the global
-    RNG is left untouched.
+    RNG is left untouched. Under ``torchrun`` each process sees a shard of ``loader``; the sum
+    and count are reduced over the processes, so all share one bound.
     """
     scm.eval()
     device = scm.cond_mean.device
@@ -35,6 +38,7 @@ def elbo_bound(scm: DeepSCM, loader, slack: float, seed: int = 0) -> float:
             elbo = scm.image(x, scm.condition(pa))["elbo_per_sample"]
             total += float(elbo.sum())
             count += elbo.numel()
+    total, count = idist.all_reduce(torch.tensor([total, count], dtype=torch.float64)).tolist()
     return total / max(count, 1) + slack
 
 
@@ -56,6 +60,14 @@ class CFTTrainer(Trainer):
     once the ELBO leaves its bound, the damped Lagrangian's gradient is large *and* the only
     way back, so skipping large updates (as in pre-training) would freeze the model outside
     the bound.
+
+    Under ``torchrun`` every process fine-tunes the same model on its shard of the batches.
+    The loss reaches the image mechanism through ``DeepSCM.counterfactual`` (abduction and
+    decoding, not ``forward``), where DDP's gradient hooks do not apply, so the gradients are
+    averaged over the processes after ``backward`` (``average_gradients``). The constraint
+    uses the factual ELBO averaged over the processes: ``lambda``, its damping and the
+    logged ``elbo`` are then the same everywhere, and the averaged gradient is that of the
+    whole batch.
     """
 
     def __init__(
@@ -93,12 +105,14 @@ class CFTTrainer(Trainer):
         x, pa = batch_tensors(self.scm, batchdata, device)
         spacing = torch.as_tensor(batchdata["spacing"]).to(device)
         elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
+        elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
         do = self.sampler(pa)
         cf = self.scm.counterfactual(x, pa, do)
         guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x, pa=pa if self.relative_targets else None)
         loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.scm.image.parameters())
         grad_norm, skipped = clip_or_skip(self.scm.image.parameters(), float(loss.detach()), self.grad_clip, self.grad_skip)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)

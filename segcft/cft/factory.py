@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from torch import nn
 
@@ -77,6 +78,8 @@ def regressor_guide(
     """The Reg-CFT guide stored at ``path``; if there is none, one trained on ``dataset`` and stored there.
 
     ``dataset`` holds preprocessed items (``image`` and ``parents``) at the generator's size.
+    Under ``torchrun`` every process trains the same regressor (same data and seed) and rank 0
+    alone stores it.
     """
     path = Path(path)
     if path.is_file():
@@ -89,8 +92,9 @@ def regressor_guide(
     images = torch.stack([torch.as_tensor(item["image"]).as_subclass(torch.Tensor) for item in dataset])
     parents = {v: torch.stack([torch.as_tensor(item["parents"][v]) for item in dataset]) for v in variables}
     guide = train_regressor(images, parents, variables, epochs=epochs, seed=seed, device=device).to(device)
-    with atomic_path(path) as tmp:
-        torch.save({"variables": variables, "image_size": images.shape[-1], "guide": guide.state_dict()}, tmp)
+    if idist.get_rank() == 0:
+        with atomic_path(path) as tmp:
+            torch.save({"variables": variables, "image_size": images.shape[-1], "guide": guide.state_dict()}, tmp)
     return guide
 
 

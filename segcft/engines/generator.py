@@ -14,15 +14,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.engines import Evaluator, Trainer
 from torch.optim.swa_utils import AveragedModel
 
 from segcft.causal.scm import DeepSCM
 from segcft.data.io import write_nifti, write_png
+from segcft.engines.distributed import auto_model
 from segcft.figures import diff_png, image_grid, to_uint8
 from segcft.utils import atomic_path
 
@@ -64,7 +67,12 @@ def batch_tensors(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torc
 
 
 class HVAETrainer(Trainer):
-    """Maximises the ELBO of the image mechanism; the parent flows stay frozen."""
+    """Maximises the ELBO of the image mechanism; the parent flows stay frozen.
+
+    The image mechanism is trained through ``auto_model`` (DDP under ``torchrun``, which
+    averages the gradients over the processes); the wrapper shares its parameters, so the
+    optimizer over ``scm.image`` and the EMA of ``scm`` need no change.
+    """
 
     def __init__(
         self,
@@ -88,6 +96,7 @@ class HVAETrainer(Trainer):
             decollate=False,
         )
         self.scm = scm
+        self.network = auto_model(scm.image, device, data_parallel=False)
         self.optimizer = optimizer
         self.ema = ema
         self.kl_warmup_steps = kl_warmup_steps
@@ -98,10 +107,10 @@ class HVAETrainer(Trainer):
         scm.parents.requires_grad_(False)
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
-        self.scm.image.train()
+        self.network.train()
         x, pa = batch_tensors(self.scm, batchdata, engine.state.device)
         beta = min(1.0, engine.state.iteration / max(1, self.kl_warmup_steps))
-        out = self.scm.image(x, self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
+        out = self.network(x, self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         stats = {k: float(out[k].detach()) for k in ("loss", "elbo", "nll", "kl")}
@@ -121,18 +130,26 @@ class HVAETrainer(Trainer):
 
 
 class SampleMean(Metric):
-    """The mean of per-sample values over a whole run, as a Python float."""
+    """The mean of per-sample values over a whole run, and over all processes, as a Python float.
 
+    Under ``torchrun`` each process sees a shard (``DistributedSampler`` pads the shards to equal
+    length by repeating a few items); the sum and count are reduced over the processes.
+    """
+
+    @reinit__is_reduced
     def reset(self) -> None:
-        self._sum, self._count = 0.0, 0
+        self._sum = torch.tensor(0.0, dtype=torch.float64)
+        self._count = 0
 
+    @reinit__is_reduced
     def update(self, output: torch.Tensor) -> None:
         values = torch.as_tensor(output).detach().flatten()
-        self._sum += float(values.sum())
+        self._sum += values.sum().cpu().double()
         self._count += values.numel()
 
+    @sync_all_reduce("_sum", "_count")
     def compute(self) -> float:
-        return self._sum / max(self._count, 1)
+        return float(self._sum) / max(self._count, 1)
 
 
 class HVAEEvaluator(Evaluator):
@@ -163,6 +180,7 @@ class SampleGridHandler:
 
     Rows: inputs, reconstructions, random samples with the same parents, and one row of
     counterfactuals per variable (``do(v)`` with the values of ``v`` rolled within the batch).
+    Under ``torchrun`` every process holds the same EMA model, and only rank 0 writes.
     """
 
     def __init__(self, ema: AveragedModel, batch: dict, output_dir: str | os.PathLike, interval: int = 5, n: int = 8) -> None:
@@ -176,16 +194,14 @@ class SampleGridHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
 
+    @idist.one_rank_only()
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
         scm: DeepSCM = self.ema.module
         scm.eval()
         x, pa = batch_tensors(scm, {k: self.batch[k] for k in ("image", "parents")}, engine.state.device)
         x, pa = x[: self.n], {k: v[: self.n] for k, v in pa.items()}
-        cond = scm.condition(pa)
-        zs = scm.image.abduct_latents(x, cond, use_mean=True)
-        recon, _ = scm.image.decode(zs, cond)
-        rows = {"input": x, "reconstruction": recon.clamp(-1, 1), "sample": scm.image.sample(cond)}
+        rows = {"input": x, "reconstruction": scm.reconstruct(x, pa), "sample": scm.image.sample(scm.condition(pa))}
         for name in scm.variables:
             do = {name: pa[name].roll(1)}
             rows[f"do({name})"] = scm.counterfactual(x, pa, do, use_mean=True).image
