@@ -128,7 +128,6 @@ class SegmentorGuide(Guide):
                 out[name] = region_areas(occupancy, maps[spec], spec, sp)[spec.variable_names()[index]]["mm2"]
         return out
 
-
     def scales(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A region's error is relative to its target, but never to less than an eighth of the
         mean region of its partition: a plaque sector is often empty (target 0), and a relative
