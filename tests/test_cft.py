@@ -68,6 +68,32 @@ def test_relative_targets_cancel_a_guide_bias():
     assert float(guide.loss(wrong, pa_cf, torch.ones(2, 2), factual=x, pa=pa)) == pytest.approx(0.125)
 
 
+def test_guide_loss_sums_the_group_means_so_regions_do_not_dilute_the_structures():
+    from segcft.cft.guides import Guide
+    from segcft.data.structures import CCTA_REGIONS, CCTA_STRUCTURES
+
+    class Two(Guide):  # one structure, two regions; each measures the image mean
+        variables = ["s", "r1", "r2"]
+
+        def measure(self, x, spacing, factual):
+            return dict.fromkeys(self.variables, x.flatten(1).mean(1))
+
+        def groups(self):
+            return [["s"], ["r1", "r2"]]
+
+    x = torch.full((1, 1, 4, 4), 2.0)
+    pa_cf = {"s": torch.tensor([4.0]), "r1": torch.tensor([2.0]), "r2": torch.tensor([1.0])}
+    # errors 0.5 (structure) and 0, 1 (regions): 0.5 + mean(0, 1), not mean(0.5, 0, 1)
+    assert float(Two().loss(x, pa_cf, torch.ones(1, 2), factual=x)) == pytest.approx(1.0)
+
+    spec = next(s for s in CCTA_REGIONS if s.structure == "calcified_plaque")
+    net = segmentor("unet", len(CCTA_STRUCTURES) + 1, width=4)
+    regional = {v: (spec, i) for i, v in enumerate(spec.variable_names())}
+    assert SegmentorGuide(net, CCTA_STRUCTURES, 32, {"lumen_area": "lumen"}, regional).groups() == [
+        ["lumen_area"], spec.variable_names()]
+    assert SegmentorGuide(net, CCTA_STRUCTURES, 32, {"lumen_area": "lumen"}).groups() == [["lumen_area"]]
+
+
 def test_empty_regions_get_a_finite_error_scale_and_an_absolute_target():
     from segcft.cft.guides import Guide
     from segcft.data.structures import CCTA_REGIONS, CCTA_STRUCTURES
@@ -207,6 +233,9 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         assert entry["composition_max_abs"] < 1e-4
         assert set(entry["effectiveness"]) == set(AREAS) and "left_lung_lower_area" in entry["positional"]
         assert 0 <= entry["locality"]["heart_area"]["locality"] <= 1 and entry["ground_truth"]
+        # the left lung is the heart's child in this graph: do(heart) may move it, so it is not counted as drift
+        held = entry["locality"]["heart_area"]["held"]
+        assert "left_lung" not in held and "right_lung" in held and "heart" not in held
         assert entry["within_eps"] == (entry["train_elbo_nats_per_dim"] <= report["eps"])
         if method != "none":
             assert entry["finetune"]["lambda"] >= 0

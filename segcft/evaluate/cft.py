@@ -101,8 +101,15 @@ def dose_response(
 
 def locality_and_drift(
     scm, data: cfe.EvalData, judge: cfe.Judge, structure_of: Mapping[str, str], pct: float = -25.0, dilation: int = 3
-) -> dict[str, dict[str, float]]:
-    """For ``do(v *= 1 + pct%)``: locality (share of |x*-x| in the dilated target) and off-target drift (%)."""
+) -> dict[str, dict[str, Any]]:
+    """For ``do(v *= 1 + pct%)``: locality (share of |x*-x| in the dilated target) and off-target drift (%).
+
+    Drift is the mean change of the structures that the intervention must leave alone: every
+    structure of the judge except the target and those whose variable is a causal descendant
+    of ``v`` (``do(right lung)`` *should* move a left lung that is its child in the graph; that
+    change is the counterfactual's effect, not a leak). ``held`` names the structures counted;
+    with none, there is no drift to report.
+    """
     report = {}
     for name, structure in structure_of.items():
         found = relative_counterfactuals(scm, data, name, pct)
@@ -111,12 +118,12 @@ def locality_and_drift(
         sub, _, images = found
         share = cfe.locality(sub.images, images, sub.labels == judge.structures[structure], dilation)
         before, after = judge.areas(sub.images, sub.spacing), judge.areas(images, sub.spacing)
-        drift = [(100 * (after[s] - before[s]).abs() / before[s].clamp(min=1e-6)).mean() for s in judge.structures if s != structure]
-        report[name] = {
-            "locality": round(float(share.mean()), 4),
-            "off_target_drift_percent": round(float(torch.stack(drift).mean()), 3),
-            "n": len(sub),
-        }
+        downstream = {structure_of[v] for v in scm.graph.descendants(name) if v in structure_of}
+        held = [s for s in judge.structures if s != structure and s not in downstream]
+        drift = [(100 * (after[s] - before[s]).abs() / before[s].clamp(min=1e-6)).mean() for s in held]
+        report[name] = {"locality": round(float(share.mean()), 4), "held": held, "n": len(sub)}
+        if drift:
+            report[name]["off_target_drift_percent"] = round(float(torch.stack(drift).mean()), 3)
     return report
 
 
