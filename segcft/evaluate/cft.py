@@ -209,7 +209,7 @@ def bench_cft(
     segmentor_report: str | os.PathLike,
     methods: Sequence[str] = METHODS,
     steps: int = 300,
-    lr: float = 3e-4,
+    lr: float = 1e-4,
     guide_weight: float = 50.0,
     lagrange_lr: float = 0.1,
     relative_targets: bool = False,
