@@ -63,8 +63,9 @@ def counterfactual_grid(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if with_sd:  # two colour bars: constrained layout keeps the first off the last column
-        fig.set_layout_engine("constrained")
+    # constrained layout makes room for the colour bars; otherwise each bar narrows the column it sits by
+    fig.set_layout_engine("constrained")
+    if with_sd:
         fig.colorbar(im, ax=axes[:, -2].tolist(), shrink=0.8, label="x* - x")
         fig.colorbar(sd_im, ax=axes[:, -1].tolist(), shrink=0.8, label="sd")
     else:
