@@ -194,3 +194,16 @@ def test_ema_tracks_recent_weights_early_in_training():
             ema.update_parameters(model)
     # a fixed decay of 0.999 would leave the average near the first weights (about 1)
     assert float(ema.module.weight.detach()[0, 0]) > 40
+
+
+def test_ema_without_warmup_keeps_the_starting_weights_at_the_full_decay():
+    from segcft.engines.generator import ema_model
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+        ema = ema_model(model, decay=0.9, warmup=False)
+        ema.update_parameters(model)  # the first update copies the (still zero) weights
+        model.weight.fill_(10.0)
+        ema.update_parameters(model)
+    assert float(ema.module.weight.detach()[0, 0]) == pytest.approx(1.0)  # 0.9 * 0 + 0.1 * 10; with warm-up 8.2

@@ -79,6 +79,7 @@ def cft(
     guide_weight: float = typer.Option(50.0, help="Weight of the guide's loss against the ELBO term of the Lagrangian."),
     lagrange_lr: float = typer.Option(0.1, help="Ascent rate of the Lagrange multiplier lambda."),
     relative_targets: bool = typer.Option(False, help="Guide targets as the requested relative change of its factual measurement."),
+    ema_decay: float = typer.Option(0.0, help="If > 0, each fine-tuned model is the EMA of its weights with this decay."),
     eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
     regressor_epochs: int = typer.Option(40, help="Training epochs of the Reg-CFT regressor."),
     device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
@@ -92,7 +93,7 @@ def cft(
     bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
         steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, relative_targets=relative_targets,
-        eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
+        ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')} and {Path(out).with_suffix('.png')}")

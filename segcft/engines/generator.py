@@ -38,16 +38,17 @@ def lower_is_better(current: float, best: float) -> bool:
     return best < 0 or current < best
 
 
-def ema_model(scm: DeepSCM, decay: float = 0.999) -> AveragedModel:
+def ema_model(scm: DeepSCM, decay: float = 0.999, warmup: bool = True) -> AveragedModel:
     """An EMA copy of the deep SCM (parents included, which are frozen and so stay equal).
 
-    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates: with a
-    fixed 0.999 the average would still be mostly the first, untrained weights after a few
-    hundred steps, and validation, samples and the saved model would all be that.
+    With ``warmup`` the decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates: with a fixed 0.999 the average would still be mostly the first, untrained weights
+    after a few hundred steps, and validation, samples and the saved model would all be that.
+    Fine-tuning starts from trained weights, which the average may keep: no warm-up.
     """
 
     def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        rate = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        rate = min(decay, (1.0 + float(n)) / (10.0 + float(n))) if warmup else decay
         return rate * averaged + (1.0 - rate) * current
 
     return AveragedModel(scm, avg_fn=average, use_buffers=True)

@@ -27,6 +27,7 @@ from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate import counterfactuals as cfe
+from segcft.engines.generator import ema_model
 from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
 from segcft.evaluate.segmentor import bundle_for
 from segcft.figures import counterfactual_grid
@@ -47,25 +48,31 @@ def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.uti
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
     batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, warmup: int = 20, guide_weight: float = 50.0,
-    relative_targets: bool = False, desc: str = "CFT",
+    relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT",
 ) -> dict[str, float]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output.
 
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
-    otherwise knock the pre-trained ELBO far out of its bound.
+    otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
+    ends as the exponential moving average of the fine-tuned weights (no warm-up: it starts
+    at the pre-trained ones), which averages the optimizer's step noise out of the ELBO as the
+    pre-trained model's own EMA did.
     """
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01)
+    ema = ema_model(scm, ema_decay, warmup=False) if ema_decay > 0 else None
     trainer = CFTTrainer(
         scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
-        optimizer, LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, epoch_length=steps, guide_weight=guide_weight,
-        relative_targets=relative_targets,
+        optimizer, LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
+        guide_weight=guide_weight, relative_targets=relative_targets,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
     ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in ("guide_loss", "elbo", "lambda")})
     trainer.run()
+    if ema is not None:
+        scm.load_state_dict(ema.module.state_dict())
     return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
 
 
@@ -213,6 +220,7 @@ def bench_cft(
     guide_weight: float = 50.0,
     lagrange_lr: float = 0.1,
     relative_targets: bool = False,
+    ema_decay: float = 0.0,
     eps_slack: float = 0.02,
     regressor_epochs: int = 40,
     device: str = "cpu",
@@ -250,7 +258,7 @@ def bench_cft(
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
-        "relative_targets": relative_targets, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -268,7 +276,8 @@ def bench_cft(
                                                         seed=seed, device=dev).to(dev),
             )
             entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         guide_weight=guide_weight, relative_targets=relative_targets, desc=f"CFT {method}")
+                                         guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
+                                         desc=f"CFT {method}")
         # The constraint is on the training split's ELBO, so that is where it is judged.
         entry["train_elbo_nats_per_dim"] = round(elbo_bound(scm, shuffled_loader(train, 32, seed), 0.0, seed), 5)
         entry["within_eps"] = entry["train_elbo_nats_per_dim"] <= eps
