@@ -98,13 +98,16 @@ def test_seg_cft_fine_tunes_the_image_mechanism_only_and_keeps_the_guide(cxr, se
     base, tuned = state(cxr["root"] / "base" / "models" / "model.pt"), state(seg_run / "models" / "model.pt")
     assert base.keys() == tuned.keys()  # the generator bundle's format: the EMA model's state dict
     changed = {k for k in base if torch.is_tensor(base[k]) and not torch.equal(base[k], tuned[k])}
-    assert changed and all(k.startswith("module.image.") for k in changed)
+    assert changed - {"n_averaged"} and all(k.startswith("module.image.") for k in changed - {"n_averaged"})
     guide_file = state(cxr["root"] / "seg" / "models" / "guide" / "model.pt")
     assert guide_file.keys() == guide_after.keys() and all(torch.equal(guide_file[k], v) for k, v in guide_after.items())
     resume = state(seg_run / "models" / "checkpoint_epoch=2.pt")
     assert {"model", "optimizer", "lr_scheduler", "lagrange", "sampler", "trainer"} <= set(resume) and resume["trainer"]["iteration"] == 2
     assert resume["lr_scheduler"]["last_epoch"] == 2  # the warm-up steps once per iteration
     assert list((seg_run / "eval" / "samples").glob("*.png")) and list((seg_run / "eval" / "tensorboard").iterdir())
+    # with cft_ema_decay 0 (the default) the stored model is the fine-tuned weights themselves
+    final = state(seg_run / "models" / "final.pt")
+    assert all(torch.equal(final["model"][k], tuned[k]) for k in changed - {"n_averaged"}) and "cft_ema" in final
 
 
 def test_reg_cft_resumes_and_reuses_its_regressor(cxr, caplog):
@@ -117,7 +120,7 @@ def test_reg_cft_resumes_and_reuses_its_regressor(cxr, caplog):
     assert "Epoch: 3/3" in caplog.text and "Epoch: 1/3" not in caplog.text and "Epoch: 2/3" not in caplog.text
     resumed = state(run / "models" / "checkpoint_epoch=3.pt")
     assert resumed["trainer"]["iteration"] == resumed["lr_scheduler"]["last_epoch"] == 3
-    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4 * (1 / 20 + (1 - 1 / 20) * 3 / 20))  # warm-up resumed
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4 * (1 / 20 + (1 - 1 / 20) * 3 / 20))  # warm-up resumed
     assert regressor.read_bytes() == saved
     guide = wf.parser.get_parsed_content("guide_model")
     stored = torch.load(regressor, weights_only=True)
@@ -125,10 +128,16 @@ def test_reg_cft_resumes_and_reuses_its_regressor(cxr, caplog):
     assert all(torch.equal(stored["guide"][k], v) for k, v in guide.state_dict().items())
 
 
-def test_pos_seg_guides_the_regional_variables_too(cxr):
-    wf = run_workflow("cxr", "train.json", cxr, cxr["root"] / "pos_cft", guide="pos-seg", steps=2)
+def test_pos_seg_guides_the_regional_variables_too_and_stores_an_ema(cxr):
+    run = cxr["root"] / "pos_cft"
+    wf = run_workflow("cxr", "train.json", cxr, run, guide="pos-seg", steps=2, cft_ema_decay=0.5)
     assert wf.parser.get_parsed_content("targets") == [*CXR_AREAS, "left_lung_lower_area"]
-    assert (cxr["root"] / "pos_cft" / "models" / "model.pt").is_file()
+    base, stored, final = (state(p) for p in (cxr["root"] / "base" / "models" / "model.pt", run / "models" / "model.pt",
+                                              run / "models" / "final.pt"))
+    image = [k for k in base if k.startswith("module.image.") and base[k].is_floating_point()]
+    # the stored model is the EMA: half the step-2 weights and half the step-1 weights, unlike either iterate
+    assert all(torch.equal(stored[k], final["cft_ema"][k]) for k in image)
+    assert any(not torch.equal(stored[k], final["model"][k]) for k in image)
 
 
 def test_inference_writes_counterfactuals_of_the_fine_tuned_model(cxr, seg_run):
