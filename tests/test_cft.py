@@ -15,6 +15,7 @@ from segcft.data.phantom import make_phantom
 from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
+from segcft.evaluate.cft import region_change
 from segcft.evaluate.counterfactuals import locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
@@ -209,6 +210,20 @@ def test_positional_guide_regions_sum_to_the_structure(setup):
         assert torch.allclose(zones, measured[f"{lung}_area"], rtol=1e-4)
 
 
+def test_region_change_on_a_hand_made_case():
+    # two cases; the targeted region shrinks by 20% and 30% of 10 and 30 (-2 and -9: -27.5% in all),
+    # the requested -25% targets are 7.5 and 22.5; the one other region moves by 1 of 20 and 0 of 40
+    before = {"a": torch.tensor([10.0, 30.0]), "b": torch.tensor([20.0, 40.0])}
+    after = {"a": torch.tensor([8.0, 21.0]), "b": torch.tensor([21.0, 40.0])}
+    target = torch.tensor([7.5, 22.5])
+    out = region_change(before, after, target, "a", ["b"], "mape")
+    assert out["target_mape_percent"] == pytest.approx(100 * (0.5 / 7.5 + 1.5 / 22.5) / 2, abs=1e-3)
+    assert out["target_change_percent"] == pytest.approx(-27.5)
+    assert out["other_regions_change_percent"] == pytest.approx(2.5)
+    mae = region_change(before, after, target, "a", ["b"], "mae")
+    assert mae["target_mae_mm2"] == pytest.approx(1.0) and mae["other_regions_change_mm2"] == pytest.approx(0.5)
+
+
 def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
     import json
 
@@ -241,4 +256,6 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
             assert entry["finetune"]["lambda"] >= 0
     # The base model's training-split ELBO is the bound itself, less the slack.
     assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
-    assert (tmp_path / "cft.md").read_text().count("| pos-seg |") == 3 and (tmp_path / "cft.png").stat().st_size > 10_000
+    table = (tmp_path / "cft.md").read_text()
+    assert table.count("| pos-seg |") == 3 + 1 and "| seg | left_lung_lower_area | -25.0 |" in table
+    assert (tmp_path / "cft.png").stat().st_size > 10_000

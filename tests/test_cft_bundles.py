@@ -182,7 +182,8 @@ def test_ccta_pos_seg_trains_and_evaluates_on_plaque_sectors(tmp_path):
     # sector errors are in mm2 (empty sectors make percentages meaningless), over the cases whose sector is not empty
     assert report["positional"] and set(report["positional"]) <= set(sectors)
     for entry in report["positional"].values():
-        assert {"target_mae_mm2", "other_regions_change_mm2", "n"} == set(entry) and entry["n"] >= 1
+        assert {"requested_change_percent", "target_mae_mm2", "target_change_percent", "other_regions_change_mm2", "noise_floor",
+                "n"} == set(entry) and entry["n"] >= 1
 
 
 def test_bad_guide_and_targets_are_refused_by_name(cxr):

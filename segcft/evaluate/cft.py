@@ -145,20 +145,49 @@ def realism(scm, data: cfe.EvalData, judge: cfe.Judge, names: Sequence[str], see
     return round(cfe.frechet_distance(judge.features(data.images), torch.cat(feats)), 4)
 
 
+def region_judge(judge: cfe.Judge, spec: RegionSpec) -> SegmentorGuide:
+    """The judge measuring the regions of ``spec``, with the partition of the factual image held fixed."""
+    return SegmentorGuide(judge.network, judge.structures, judge.size, {}, {v: (spec, i) for i, v in enumerate(spec.variable_names())})
+
+
+def region_change(
+    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], target: torch.Tensor, name: str,
+    others: Sequence[str], metric: str,
+) -> dict[str, float]:
+    """Summary of one regional intervention from the judge's region areas before and after it.
+
+    ``target_<metric>``: error of the targeted region against the requested value (the judge's
+    bias included, as for whole structures). ``target_change_percent``: the change the judge
+    measured in the targeted region, summed over cases, against its own factual measure (its
+    bias cancels), to set beside the requested change. ``other_regions_change``: how much the
+    structure's other regions moved (percent of their factual area, or mm^2 with ``"mae"``).
+    """
+    unit = "percent" if metric == "mape" else "mm2"
+    moved = [(after[v] - before[v]).abs() for v in others]
+    if metric == "mape":
+        moved = [100 * m / before[v].clamp(min=1e-6) for m, v in zip(moved, others)]
+    return {
+        f"target_{metric}_{unit}": round(cfe.error(after[name], target, metric), 3),
+        "target_change_percent": round(float(100 * (after[name].sum() / before[name].sum().clamp(min=1e-6) - 1)), 3),
+        f"other_regions_change_{unit}": round(float(torch.stack([m.mean() for m in moved]).mean()), 3),
+    }
+
+
 def positional(
     scm, data: cfe.EvalData, judge: cfe.Judge, regional: Mapping[str, tuple[RegionSpec, int]], metric: str = "mape",
     pct: float = -25.0,
 ) -> dict:
-    """``do(region *= 1 + pct%)``: the targeted region's error and how much the structure's other regions moved.
+    """``do(region *= 1 + pct%)``: the targeted region's error, its measured change, and how much
+    the structure's other regions moved (:func:`region_change`).
 
     Regions are measured by the judge with the partition of the factual image held fixed. Only
     cases whose targeted region is not empty count (a relative change of an empty plaque sector
-    asks for nothing). With ``metric="mape"`` both figures are percentages; with ``"mae"`` they
-    are mm^2, because the other regions are often empty too.
+    asks for nothing). With ``metric="mape"`` the errors are percentages; with ``"mae"`` they
+    are mm^2, because the other regions are often empty too. ``noise_floor`` is the judge's own
+    error on the factual images of those cases, against the recorded regional parents.
     """
     report = {}
-    unit = "percent" if metric == "mape" else "mm2"
-    for name, (spec, index) in regional.items():
+    for name, (spec, _) in regional.items():
         present = data.parents[name] > 0
         if not present.any():
             continue
@@ -166,19 +195,15 @@ def positional(
         if found is None:
             continue
         sub, target, images = found
-        region_guide = SegmentorGuide(judge.network, judge.structures, judge.size, {}, {
-            v: (spec, i) for i, v in enumerate(spec.variable_names())
-        })
+        measure = region_judge(judge, spec).measure
         with torch.no_grad():
-            before = region_guide.measure(sub.images, sub.spacing, factual=sub.images)
-            after = region_guide.measure(images, sub.spacing, factual=sub.images)
+            before = measure(sub.images, sub.spacing, factual=sub.images)
+            after = measure(images, sub.spacing, factual=sub.images)
         others = [v for v in spec.variable_names() if v != name]
-        moved = [(after[v] - before[v]).abs() for v in others]
-        if metric == "mape":
-            moved = [100 * m / before[v].clamp(min=1e-6) for m, v in zip(moved, others)]
         report[name] = {
-            f"target_{metric}_{unit}": round(cfe.error(after[name], target, metric), 3),
-            f"other_regions_change_{unit}": round(float(torch.stack([m.mean() for m in moved]).mean()), 3),
+            "requested_change_percent": pct,
+            **region_change(before, after, target, name, others, metric),
+            "noise_floor": round(cfe.error(before[name], sub.parents[name], metric), 3),
             "n": len(sub),
         }
     return report
@@ -305,6 +330,17 @@ def _write_table(report: Mapping[str, Any], path: Path) -> None:
                 f"| {entry['elbo_nats_per_dim']} "
                 f"| {entry['realism_frechet']} |"
             )
+    positional_rows = [(method, name, pos) for method, entry in report["methods"].items() for name, pos in entry.get("positional", {}).items()]
+    if positional_rows:
+        unit = "percent" if report["effectiveness_metric"].startswith("MAPE") else "mm2"
+        metric = "mape" if unit == "percent" else "mae"
+        lines += ["", f"Positional: do(region *= 1 + requested %); target error and the judge's noise floor in {metric.upper()} "
+                  f"({unit}), other regions' change in {unit}", "",
+                  "| method | region | requested % | measured change % | target error | noise floor | other regions' change |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {method} | {name} | {pos['requested_change_percent']} | {pos['target_change_percent']} | "
+                  f"{pos[f'target_{metric}_{unit}']} | {pos['noise_floor']} | {pos[f'other_regions_change_{unit}']} |"
+                  for method, name, pos in positional_rows]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
