@@ -95,6 +95,23 @@ def test_guide_loss_sums_the_group_means_so_regions_do_not_dilute_the_structures
     assert SegmentorGuide(net, CCTA_STRUCTURES, 32, {"lumen_area": "lumen"}).groups() == [["lumen_area"]]
 
 
+def test_do_on_a_structure_spreads_its_change_over_its_regions():
+    from segcft.data.structures import CXR_STRUCTURES
+
+    spec = next(s for s in CXR_REGIONS if s.structure == "left_lung")
+    zones = spec.variable_names()
+    guide = SegmentorGuide(segmentor("unet", len(CXR_STRUCTURES) + 1, width=4), CXR_STRUCTURES, 32,
+                           {"left_lung_area": "left_lung", "heart_area": "heart"}, {v: (spec, i) for i, v in enumerate(zones)})
+    # do(left lung *= 0.75): its parents, the zones, stay at 40, 40, 20 and no image can meet all four targets
+    targets = {"left_lung_area": torch.tensor([75.0]), "heart_area": torch.tensor([50.0]), **dict(zip(zones, torch.tensor([[40.0], [40.0], [20.0]])))}
+    spread = guide.consistent(targets, ["left_lung_area"])
+    assert [float(spread[v]) for v in zones] == pytest.approx([30.0, 30.0, 15.0])
+    assert float(spread["left_lung_area"]) == 75.0 and float(spread["heart_area"]) == 50.0
+    # a do() on a zone, or on another structure, leaves every target as asked
+    for intervened in (["left_lung_lower_area"], ["heart_area"], []):
+        assert all(torch.equal(guide.consistent(targets, intervened)[v], targets[v]) for v in targets)
+
+
 def test_empty_regions_get_a_finite_error_scale_and_an_absolute_target():
     from segcft.cft.guides import Guide
     from segcft.data.structures import CCTA_REGIONS, CCTA_STRUCTURES

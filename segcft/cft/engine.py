@@ -108,7 +108,8 @@ class CFTTrainer(Trainer):
         elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
         do = self.sampler(pa)
         cf = self.scm.counterfactual(x, pa, do)
-        guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x, pa=pa if self.relative_targets else None)
+        guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x, pa=pa if self.relative_targets else None,
+                                     intervened=list(do))
         loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,7 +16,7 @@ whole structures' mean rather than diluting it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,13 +54,15 @@ class Guide(nn.Module):
         spacing: torch.Tensor,
         factual: torch.Tensor,
         pa: Mapping[str, torch.Tensor] | None = None,
+        intervened: Collection[str] = (),
     ) -> torch.Tensor:
         """Relative error between the measured values and ``pa*``: its mean in each of :meth:`groups`, summed.
 
         With the factual parents ``pa``, each target is the requested *relative* change applied
         to what the guide measures on the factual image, ``m(x) * pa* / pa``: a guide biased on
         an image (soft areas of a segmentor that is not confident everywhere) then does not
-        push the counterfactual to undo its own bias.
+        push the counterfactual to undo its own bias. ``intervened`` names the variables ``do()``
+        set, for :meth:`consistent`.
         """
         measured = self.measure(x_cf, spacing, factual)
         if pa is None:
@@ -72,6 +74,7 @@ class Guide(nn.Module):
             targets = {
                 v: torch.where(pa[v] > 0, reference[v] * pa_cf[v] / pa[v].clamp(min=1e-6), pa_cf[v]) for v in self.variables
             }
+        targets = self.consistent(targets, intervened)
         scales = self.scales(targets)
         errors = {v: (measured[v] - targets[v]).abs() / scales[v] for v in self.variables}
         return sum(torch.stack([errors[v] for v in group], 1).mean() for group in self.groups())
@@ -79,6 +82,10 @@ class Guide(nn.Module):
     def groups(self) -> list[list[str]]:
         """The variables whose errors are averaged together; by default all of them."""
         return [list(self.variables)]
+
+    def consistent(self, targets: Mapping[str, torch.Tensor], intervened: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """Targets the guide can meet all at once, given the variables ``do()`` set; by default the targets themselves."""
+        return dict(targets)
 
     def scales(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What each variable's absolute error is divided by: the size of its target."""
@@ -140,6 +147,27 @@ class SegmentorGuide(Guide):
         both, six or eight variables instead of three or four, every structure's pull halved
         and pos-seg moved the model less than seg on everything; docs/results.md)."""
         return [list(self.structure_of), list(self.regional)] if self.regional else [list(self.structure_of)]
+
+    def consistent(self, targets: Mapping[str, torch.Tensor], intervened: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """For a structure set by ``do()``, its region targets rescaled to add up to its target.
+
+        The regions partition the structure, so they must sum to it. ``do(left_lung_area)``
+        leaves the lung's parents, its zones, at their factual values: unreconciled, the guide
+        would ask the lung to shrink and every zone to hold, a target no image meets. Rescaled,
+        the whole-structure change is spread over the regions in proportion.
+        """
+        out = dict(targets)
+        variable_of = {s: v for v, s in self.structure_of.items()}
+        for spec in {spec for spec, _ in self.regional.values()}:
+            whole = variable_of.get(spec.structure)
+            names = [v for v, (s, _) in self.regional.items() if s == spec]
+            if whole not in intervened or len(names) != len(spec.regions):
+                continue
+            total = torch.stack([targets[v] for v in names]).sum(0)
+            scale = torch.where(total > 0, targets[whole] / total.clamp(min=1e-6), torch.ones_like(total))
+            for v in names:
+                out[v] = targets[v] * scale
+        return out
 
     def scales(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A region's error is relative to its target, but never to less than an eighth of the
