@@ -270,7 +270,7 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         assert "left_lung" not in held and "right_lung" in held and "heart" not in held
         assert entry["within_eps"] == (entry["train_elbo_nats_per_dim"] <= report["eps"])
         if method != "none":
-            assert entry["finetune"]["lambda"] >= 0
+            assert entry["finetune"]["lambda"] >= 0 and entry["finetune_seconds"] > 0
     # The base model's training-split ELBO is the bound itself, less the slack.
     assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
     table = (tmp_path / "cft.md").read_text()
