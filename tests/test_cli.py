@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["bench", "generator"], ["bench", "cft"], ["plot", "curves"], ["demo"], ["counterfactual"], ["export"], ["version"]]
+    "args", [[], ["data"], ["data", "jsrt"], ["data", "phantom"], ["bench"], ["bench", "segmentor"], ["bench", "generator"], ["bench", "cft"], ["bench", "summary"], ["plot", "curves"], ["demo"], ["counterfactual"], ["export"], ["version"]]
 )
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])

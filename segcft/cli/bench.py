@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from segcft.cli.common import parse_overrides, user_errors
+from segcft.utils import InputError
 
 app = typer.Typer(help="Benchmarks that train/evaluate at real sizes and write JSON reports.", no_args_is_help=True)
 
@@ -97,3 +98,23 @@ def cft(
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')} and {Path(out).with_suffix('.png')}")
+
+
+@app.command("summary")
+@user_errors
+def summary(
+    report: list[str] = typer.Option(..., help="A `segcft bench cft` report, FILE or FILE:METHODS (e.g. run.json:none), repeatable."),
+    out: Path = typer.Option(..., help="Summary JSON; a .md table is written beside it."),
+    pair: list[str] = typer.Option(["seg,reg", "seg,none"], help="Methods A,B to compare per instance, repeatable."),
+) -> None:
+    """Mean and SD over base models and seeds of several CFT reports, and how often one method beats another."""
+    from segcft.evaluate.summary import parse_source, summarize_cft
+
+    pairs = []
+    for p in pair:
+        a, sep, b = p.partition(",")
+        if not sep or not a or not b:
+            raise InputError(f"--pair {p!r} is not A,B (e.g. seg,reg)")
+        pairs.append((a, b))
+    result = summarize_cft([parse_source(r) for r in report], out, pairs=pairs, command=shlex.join(["segcft", *sys.argv[1:]]))
+    typer.echo(f"{len(result['instances'])} instance(s); wrote {out} and {Path(out).with_suffix('.md')}")
