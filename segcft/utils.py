@@ -69,6 +69,17 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse the JSON file ``path``; if it is missing or malformed, an :class:`InputError` names it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: {what} not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path) as tmp:

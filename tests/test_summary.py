@@ -77,7 +77,7 @@ def test_bad_reports_are_refused_with_the_file_named(tmp_path):
     with pytest.raises(InputError, match="no instance has both 'seg' and 'reg'"):
         summarize_cft([(first, None)], tmp_path / "s.json")
     (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(InputError, match="broken.json: not JSON"):
+    with pytest.raises(InputError, match="broken.json: not valid JSON"):
         summarize_cft([(tmp_path / "broken.json", None)], tmp_path / "s.json")
     assert not (tmp_path / "s.json").exists()
 

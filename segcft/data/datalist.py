@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import copy
 import random
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from segcft.utils import InputError, write_json
+from segcft.utils import InputError, read_json, write_json
 
 SPLITS = ("training", "validation", "test")
 VARIABLE_KINDS = ("continuous", "binary", "categorical")
@@ -132,12 +131,7 @@ def validate(dl: Mapping[str, Any], where: str) -> None:
 def load_datalist(path: str | os.PathLike, *, check_files: bool = True) -> dict[str, Any]:
     """Read a datalist, make item paths absolute and check that the files exist."""
     path = Path(path)
-    try:
-        dl = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: datalist not found") from e
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from e
+    dl = read_json(path, "datalist")
     validate(dl, str(path))
     dl = copy.deepcopy(dl)
     root = path.parent.resolve()

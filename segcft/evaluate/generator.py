@@ -9,7 +9,6 @@ than the guide), at that segmentor's resolution.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import time
@@ -26,7 +25,7 @@ from segcft.data.phantom import phantom_from_datalist
 from segcft.evaluate import counterfactuals as cfe
 from segcft.evaluate.segmentor import bundle_for
 from segcft.models import segmentor
-from segcft.utils import InputError, write_json
+from segcft.utils import InputError, read_json, write_json
 
 
 def generator_config_files(
@@ -70,8 +69,8 @@ def load_segmentor(
     report_path: str | os.PathLike, instance: str, structures: dict[str, int], device: torch.device
 ) -> tuple[torch.nn.Module, int]:
     """A segmentor instance (``guide`` or ``eval``) of a ``segcft bench segmentor`` report, and its image size."""
-    report = json.loads(Path(report_path).read_text())
-    entry = report["instances"].get(instance)
+    report = read_json(report_path, "segmentor report")
+    entry = report.get("instances", {}).get(instance)
     if entry is None:
         raise InputError(f"{report_path}: the report has no {instance!r} segmentor instance")
     # reports written before the width was recorded used the bundles' default, 16

@@ -9,14 +9,13 @@ settings, or the summary refuses the reports: a mean over different settings mea
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segcft.utils import InputError, atomic_path, write_json
+from segcft.utils import InputError, atomic_path, read_json, write_json
 
 METHODS = ("none", "reg", "seg", "pos-seg")
 SETS = ("test distribution", "-25%", "-10%", "+10%", "+25%")
@@ -37,14 +36,9 @@ def parse_source(spec: str) -> tuple[Path, list[str] | None]:
 
 
 def _load(path: Path, methods: Sequence[str] | None) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: no such report") from e
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not JSON ({e})") from e
-    if report.get("benchmark") != "cft":
-        raise InputError(f"{path}: not a `segcft bench cft` report (benchmark = {report.get('benchmark')!r})")
+    report = read_json(path, "report")
+    if not isinstance(report, dict) or report.get("benchmark") != "cft":
+        raise InputError(f"{path}: not a `segcft bench cft` report")
     chosen = list(report["methods"]) if methods is None else list(methods)
     missing = [m for m in chosen if m not in report["methods"]]
     if missing:

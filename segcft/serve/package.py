@@ -20,7 +20,6 @@ without a valid spacing, e.g. PNGs), the ``segmentor`` architecture and the ``pr
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from segcft.evaluate.generator import generator_config_files, load_generator, lo
 from segcft.evaluate.segmentor import bundle_for
 from segcft.measure import RegionSpec, hard_areas, partition, region_areas, region_variable_name
 from segcft.models import segmentor
-from segcft.utils import InputError, staged_dir, write_json
+from segcft.utils import InputError, read_json, staged_dir, write_json
 
 MANIFEST = "segcft_model.json"
 GENERATOR_FILE = "generator.pt"
@@ -202,10 +201,7 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{root}: not a segcft model package ({MANIFEST} not found)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{manifest_path}: not valid JSON ({e})") from e
+    manifest = read_json(manifest_path, "manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise InputError(f"{manifest_path}: package format {found!r} is not supported; this segcft reads format {FORMAT}")
@@ -242,11 +238,7 @@ def package_from_scm(
     """Package an in-memory ``scm`` (e.g. fine-tuned by CFT) with a segmentor of a ``segcft bench segmentor`` report."""
     report = Path(segmentor_report)
     try:
-        entry = json.loads(report.read_text())["instances"][instance]
-    except FileNotFoundError as e:
-        raise InputError(f"{report}: segmentor report not found") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{report}: not valid JSON ({e})") from e
+        entry = read_json(report, "segmentor report")["instances"][instance]
     except (KeyError, TypeError) as e:
         raise InputError(f"{report}: the report has no {instance!r} segmentor instance") from e
     network, _ = load_segmentor(report, instance, structures_of(datalist), torch.device("cpu"))
