@@ -148,3 +148,32 @@ def dose_response(curves: Mapping[str, Mapping[float, float]], path: str | os.Pa
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def paired_differences(
+    differences: Mapping[str, Mapping[str, Sequence[float]]], lower_is_better: Mapping[str, bool], path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """One panel per measure; per variable, one dot per instance for the difference A - B, and 0 dashed.
+
+    ``differences[variable][measure]`` holds the per-instance differences. Each panel says on
+    which side of 0 the first method is better, so a reader sees at once whether a win is
+    the same in every instance or turns on one of them.
+    """
+    variables = list(differences)
+    measures = [m for m in lower_is_better if any(m in differences[v] for v in variables)]
+    fig, axes = plt.subplots(1, len(measures), figsize=(1.6 + 1.1 * len(measures) * max(1, len(variables)) / 2, 3.2),
+                             squeeze=False, sharey=False)
+    for ax, measure in zip(axes[0], measures):
+        for x, v in enumerate(variables):
+            values = differences[v].get(measure, [])
+            ax.scatter([x] * len(values), values, s=14, alpha=0.8)
+        ax.axhline(0.0, color="k", ls="--", lw=0.8)
+        ax.set_xticks(range(len(variables)), [v.removesuffix("_area").replace("_", " ") for v in variables], rotation=45, fontsize=7)
+        ax.set_title(f"{measure}\n(better {'below' if lower_is_better[measure] else 'above'} 0)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlim(-0.6, len(variables) - 0.4)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

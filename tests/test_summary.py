@@ -54,6 +54,7 @@ def test_reports_of_one_base_merge_and_instances_average(tmp_path):
     assert comp["locality"]["wins"] == 2 and comp["off_target_drift_percent"]["wins"] == 1
     table = out.with_suffix(".md").read_text()
     assert "| seg | v | 13.00 ± 4.24 |" in table and "1 of 2" in table
+    assert (tmp_path / "summary_seg_vs_reg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_methods_can_be_taken_from_part_of_a_report(tmp_path):

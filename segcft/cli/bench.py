@@ -104,11 +104,11 @@ def cft(
 @user_errors
 def summary(
     report: list[str] = typer.Option(..., help="A `segcft bench cft` report, FILE or FILE:METHODS (e.g. run.json:none), repeatable."),
-    out: Path = typer.Option(..., help="Summary JSON; a .md table is written beside it."),
+    out: Path = typer.Option(..., help="Summary JSON; a .md table and, per pair, a paired-difference .png are written beside it."),
     pair: list[str] = typer.Option(["seg,reg", "seg,none"], help="Methods A,B to compare per instance, repeatable."),
 ) -> None:
     """Mean and SD over base models and seeds of several CFT reports, and how often one method beats another."""
-    from segcft.evaluate.summary import parse_source, summarize_cft
+    from segcft.evaluate.summary import figure_path, parse_source, summarize_cft
 
     pairs = []
     for p in pair:
@@ -117,4 +117,5 @@ def summary(
             raise InputError(f"--pair {p!r} is not A,B (e.g. seg,reg)")
         pairs.append((a, b))
     result = summarize_cft([parse_source(r) for r in report], out, pairs=pairs, command=shlex.join(["segcft", *sys.argv[1:]]))
-    typer.echo(f"{len(result['instances'])} instance(s); wrote {out} and {Path(out).with_suffix('.md')}")
+    figures = [figure_path(out, *p.split(" vs ")) for p in result["comparisons"]]
+    typer.echo(f"{len(result['instances'])} instance(s); wrote {out}, {Path(out).with_suffix('.md')}" + "".join(f", {f}" for f in figures))

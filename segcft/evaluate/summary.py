@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segcft.figures import paired_differences
 from segcft.utils import InputError, atomic_path, read_json, write_json
 
 METHODS = ("none", "reg", "seg", "pos-seg")
@@ -25,6 +26,7 @@ SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "relative_targets", "e
 INSTANCE = ("eps", "noise_floor")
 # Which way is better, per compared metric.
 LOWER_IS_BETTER = {**{s: True for s in SETS}, "locality": False, "off_target_drift_percent": True}
+LABELS = {"test distribution": "do ~ test split", "locality": "locality", "off_target_drift_percent": "drift %"}
 
 
 def parse_source(spec: str) -> tuple[Path, list[str] | None]:
@@ -136,10 +138,18 @@ def summarize_cft(
     }
     write_json(summary, out)
     _write_table(summary, Path(out).with_suffix(".md"))
+    for pair, comp in comparisons.items():
+        a, b = pair.split(" vs ")
+        diffs = {v: {LABELS.get(k, k): m["difference"]["values"] for k, m in metrics.items()} for v, metrics in comp["variables"].items()}
+        paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, figure_path(out, a, b),
+                           title=f"{a} minus {b}, one dot per instance ({comp['instances']})")
     return summary
 
 
-LABELS = {"test distribution": "do ~ test split", "locality": "locality", "off_target_drift_percent": "drift %"}
+def figure_path(out: str | os.PathLike, a: str, b: str) -> Path:
+    """Where the paired-difference figure of ``a`` against ``b`` goes: beside the summary JSON."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_{a}_vs_{b}.png")
 
 
 def _cell(s: Mapping[str, Any], digits: int = 2) -> str:
