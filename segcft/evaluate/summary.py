@@ -132,9 +132,11 @@ def summarize_cft(
                 table[v][k] = {"difference": _stats([round(d, 4) for d in diffs]),
                                "wins": sum((d < 0) if lower else (d > 0) for d in diffs)}
         comparisons[f"{a} vs {b}"] = {"instances": len(both), "variables": table}
+    # Each instance names its reports rather than repeating their measurements.
+    listed = [{**{k: v for k, v in i.items() if k != "methods"}, "methods": list(i["methods"])} for i in instances.values()]
     summary = {
         "benchmark": "cft summary", "command": command, **shared, "settings": settings,
-        "instances": list(instances.values()), "methods": methods, "comparisons": comparisons,
+        "instances": listed, "methods": methods, "comparisons": comparisons,
     }
     write_json(summary, out)
     _write_table(summary, Path(out).with_suffix(".md"))
