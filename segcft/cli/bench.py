@@ -108,7 +108,7 @@ def summary(
     pair: list[str] = typer.Option(["seg,reg", "seg,none"], help="Methods A,B to compare per instance, repeatable."),
 ) -> None:
     """Mean and SD over base models and seeds of several CFT reports, and how often one method beats another."""
-    from segcft.evaluate.summary import figure_path, parse_source, summarize_cft
+    from segcft.evaluate.summary import parse_source, summarize_cft
 
     pairs = []
     for p in pair:
@@ -117,5 +117,5 @@ def summary(
             raise InputError(f"--pair {p!r} is not A,B (e.g. seg,reg)")
         pairs.append((a, b))
     result = summarize_cft([parse_source(r) for r in report], out, pairs=pairs, command=shlex.join(["segcft", *sys.argv[1:]]))
-    figures = [figure_path(out, *p.split(" vs ")) for p in result["comparisons"]]
-    typer.echo(f"{len(result['instances'])} instance(s); wrote {out}, {Path(out).with_suffix('.md')}" + "".join(f", {f}" for f in figures))
+    figures = "".join(f", {c['figure']}" for c in result["comparisons"].values())
+    typer.echo(f"{len(result['instances'])} instance(s); wrote {out}, {Path(out).with_suffix('.md')}{figures}")

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segcft.evaluate.cft import METHODS
 from segcft.figures import paired_differences
 from segcft.utils import InputError, atomic_path, read_json, write_json
 
-METHODS = ("none", "reg", "seg", "pos-seg")
 SETS = ("test distribution", "-25%", "-10%", "+10%", "+25%")
 SHARED = ("datalist", "variables", "effectiveness_metric", "test_cases")
 SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "relative_targets", "ema_decay", "eps_slack")
@@ -126,12 +126,13 @@ def summarize_cft(
             ma, mb = [_metrics(i["methods"][a], v) for i in both], [_metrics(i["methods"][b], v) for i in both]
             table[v] = {}
             for k, lower in LOWER_IS_BETTER.items():
-                if k not in ma[0] or k not in mb[0]:
+                if not all(k in m for m in ma + mb):
                     continue
                 diffs = [x[k] - y[k] for x, y in zip(ma, mb)]
                 table[v][k] = {"difference": _stats([round(d, 4) for d in diffs]),
                                "wins": sum((d < 0) if lower else (d > 0) for d in diffs)}
-        comparisons[f"{a} vs {b}"] = {"instances": len(both), "variables": table}
+        comparisons[f"{a} vs {b}"] = {"a": a, "b": b, "instances": len(both), "variables": table,
+                                      "figure": str(Path(out).with_name(f"{Path(out).stem}_{a}_vs_{b}.png"))}
     # Each instance names its reports rather than repeating their measurements.
     listed = [{**{k: v for k, v in i.items() if k != "methods"}, "methods": list(i["methods"])} for i in instances.values()]
     summary = {
@@ -140,18 +141,11 @@ def summarize_cft(
     }
     write_json(summary, out)
     _write_table(summary, Path(out).with_suffix(".md"))
-    for pair, comp in comparisons.items():
-        a, b = pair.split(" vs ")
+    for comp in comparisons.values():
         diffs = {v: {LABELS.get(k, k): m["difference"]["values"] for k, m in metrics.items()} for v, metrics in comp["variables"].items()}
-        paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, figure_path(out, a, b),
-                           title=f"{a} minus {b}, one dot per instance ({comp['instances']})")
+        paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, comp["figure"],
+                           title=f"{comp['a']} minus {comp['b']}, one dot per instance ({comp['instances']})")
     return summary
-
-
-def figure_path(out: str | os.PathLike, a: str, b: str) -> Path:
-    """Where the paired-difference figure of ``a`` against ``b`` goes: beside the summary JSON."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_{a}_vs_{b}.png")
 
 
 def _cell(s: Mapping[str, Any], digits: int = 2) -> str:
@@ -177,7 +171,7 @@ def _write_table(summary: Mapping[str, Any], path: Path) -> None:
     lines += [f"| {m} | {e['instances']} | {_cell(e['train_elbo_nats_per_dim'], 3)} | {_cell(e['elbo_nats_per_dim'], 3)} | {e['within_eps']} of {e['instances']} |"
               for m, e in summary["methods"].items()]
     for pair, comp in summary["comparisons"].items():
-        a = pair.split(" vs ")[0]
+        a = comp["a"]
         lines += ["", f"{pair}: mean difference ({a} minus the other) ± SD, and in how many of {comp['instances']} instance(s) {a} is better",
                   "", "| variable | " + " | ".join(LABELS.get(k, k) for k in LOWER_IS_BETTER) + " |", "|---|" + "---|" * len(LOWER_IS_BETTER)]
         for v, metrics in comp["variables"].items():
