@@ -73,7 +73,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse the JSON file ``path``; if it is missing or malformed, an :class:`InputError` names it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise InputError(f"{path}: {what} not found") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -83,7 +83,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return Path(path)
 
 

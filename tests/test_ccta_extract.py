@@ -129,7 +129,7 @@ def test_resample_centreline_equidistant():
 def test_read_volume_same_extraction(phantom, written):
     image, label, centreline, truth = phantom
     assert np.allclose(read_centreline(written["centreline"]), centreline, atol=1e-5)
-    assert json.loads(written["truth"].read_text())["areas_mm2"] == truth["areas_mm2"]
+    assert json.loads(written["truth"].read_text(encoding="utf-8"))["areas_mm2"] == truth["areas_mm2"]
     points = _segments(centreline, truth)["plaque"][::3]
     ref = extract_cross_sections(image, points, SIZE, SPACING, label=label)
     nifti_label = read_volume(written["label"])
@@ -162,7 +162,7 @@ def test_bad_inputs(phantom, tmp_path):
     with pytest.raises(InputError, match="no DICOM series"):
         read_volume(tmp_path / "empty")
     junk = tmp_path / "junk.nii.gz"
-    junk.write_text("not an image")
+    junk.write_text("not an image", encoding="utf-8")
     with pytest.raises(InputError, match="junk.nii.gz"):
         read_volume(junk)
     flat = tmp_path / "flat.nii.gz"
@@ -171,15 +171,15 @@ def test_bad_inputs(phantom, tmp_path):
         read_volume(flat)
 
     bad_csv = tmp_path / "line.csv"
-    bad_csv.write_text("x,y,z\n1,2,3\n4,five,6\n")
+    bad_csv.write_text("x,y,z\n1,2,3\n4,five,6\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"line\.csv:3"):
         read_centreline(bad_csv)
     no_header = tmp_path / "nohead.csv"
-    no_header.write_text("1,2,3\n4,5,6\n")
+    no_header.write_text("1,2,3\n4,5,6\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"nohead\.csv:1: expected a header"):
         read_centreline(no_header)
     bad_json = tmp_path / "pts.json"
-    bad_json.write_text(json.dumps({"points": [[1, 2, 3], [1, 2]]}))
+    bad_json.write_text(json.dumps({"points": [[1, 2, 3], [1, 2]]}), encoding="utf-8")
     with pytest.raises(InputError, match=r"pts\.json: point 1"):
         read_centreline(bad_json)
 

@@ -259,7 +259,7 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
     run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
         "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
         *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
-    report = json.loads((tmp_path / "cft.json").read_text())
+    report = json.loads((tmp_path / "cft.json").read_text(encoding="utf-8"))
     assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"]
     for method, entry in report["methods"].items():
         assert entry["composition_max_abs"] < 1e-4
@@ -273,6 +273,6 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
             assert entry["finetune"]["lambda"] >= 0 and entry["finetune_seconds"] > 0
     # The base model's training-split ELBO is the bound itself, less the slack.
     assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
-    table = (tmp_path / "cft.md").read_text()
+    table = (tmp_path / "cft.md").read_text(encoding="utf-8")
     assert table.count("| pos-seg |") == 3 + 1 and "| seg | left_lung_lower_area | -25.0 |" in table
     assert (tmp_path / "cft.png").stat().st_size > 10_000

@@ -143,7 +143,7 @@ def test_pos_seg_guides_the_regional_variables_too_and_stores_an_ema(cxr):
 def test_inference_writes_counterfactuals_of_the_fine_tuned_model(cxr, seg_run):
     run_workflow("cxr", "inference.json", cxr, seg_run, do=["heart_area=*1.02"])
     out = seg_run / "counterfactuals"
-    with open(out / "parents.csv") as f:
+    with open(out / "parents.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3  # the test split of 16 cases
     assert all(float(r["heart_area_cf"]) == pytest.approx(1.02 * float(r["heart_area"]), rel=1e-4) for r in rows)
@@ -161,21 +161,21 @@ def test_inference_writes_counterfactuals_of_the_fine_tuned_model(cxr, seg_run):
 
 def test_evaluate_writes_the_report(cxr, seg_run):
     run_workflow("cxr", "evaluate.json", cxr, seg_run)
-    report = json.loads((seg_run / "eval" / "report.json").read_text())
+    report = json.loads((seg_run / "eval" / "report.json").read_text(encoding="utf-8"))
     assert REPORT_KEYS | {"positional", "ground_truth"} <= set(report)
     assert report["effectiveness_metric"] == "MAPE (%)" and set(report["effectiveness"]) == set(CXR_AREAS)
     assert "left_lung_lower_area" in report["positional"] and report["composition_max_abs"] < 1e-4
 
 
 def test_ccta_pos_seg_trains_and_evaluates_on_plaque_sectors(tmp_path):
-    positional = json.loads((REPO / "bundles" / "ccta_generator" / "configs" / "positional.json").read_text())
+    positional = json.loads((REPO / "bundles" / "ccta_generator" / "configs" / "positional.json").read_text(encoding="utf-8"))
     setup = make_setup(tmp_path, "ccta", 5, positional)
     run = tmp_path / "cft"
     wf = run_workflow("ccta", "train.json", setup, run, guide="pos-seg", steps=2)
     sectors = [f"calcified_plaque_q{i}_area" for i in range(1, 5)]
     assert wf.parser.get_parsed_content("targets")[-4:] == sectors
     run_workflow("ccta", "evaluate.json", setup, run)
-    report = json.loads((run / "eval" / "report.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text(encoding="utf-8"))
     assert REPORT_KEYS | {"ground_truth", "positional"} <= set(report)
     assert report["effectiveness_metric"] == "MAE (mm2)"
     assert set(report["effectiveness"]) == {"lumen_area", "vessel_wall_area", "calcified_plaque_area", "noncalcified_plaque_area"}

@@ -41,10 +41,10 @@ def test_demo_trains_everything_and_writes_a_report_and_a_model_package(tmp_path
             "--cft-steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    report = (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
     for figure in ("counterfactuals.png", "dose_response.png", "generator_curves.png"):
         assert f"figures/{figure}" in report and (tmp_path / "figures" / figure).stat().st_size > 5_000
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert list(metrics["methods"]) == ["no fine-tuning", "Seg-CFT"]
     for entry in metrics["methods"].values():
         assert set(entry["effectiveness_mape_percent"]) == {"heart_area", "left_lung_area", "right_lung_area"}

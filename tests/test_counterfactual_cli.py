@@ -34,7 +34,7 @@ def test_dicom_folder_end_to_end_with_a_corrupt_file(tiny, tmp_path):
     for item in items:
         shutil.copy(item["image"], folder)
     (folder / "broken.dcm").write_bytes(b"DICM" + bytes(range(256)) * 4)
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "notes.txt").write_text("not an image", encoding="utf-8")
     out = tmp_path / "out"
     proc = run_python("-m", "segcft.cli.main", "counterfactual", "--model", str(tiny.package), "--input", str(folder),
                       "--do", "left_lung_area=*0.8", "--particles", "2", "--out", str(out), check=False)
@@ -47,7 +47,7 @@ def test_dicom_folder_end_to_end_with_a_corrupt_file(tiny, tmp_path):
     expected = {f"{s}_{kind}" for s in stems for kind in ("counterfactual.dcm", "figure.png", "variance.nii.gz")}
     assert {p.name for p in out.iterdir()} == expected | {"summary.json"}  # nothing of broken.dcm, nothing partial
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["processed"] == 2 and [Path(f["input"]).name for f in summary["failed"]] == ["broken.dcm"]
 
     for item, row in zip(sorted(items, key=lambda i: i["image"]), summary["results"]):
@@ -92,7 +92,7 @@ def test_real_monochrome1_cr_null_intervention_returns_the_input(tiny, rg1_path,
     x_cf, meta = read_dicom(derived_path)
     assert meta.photometric == "MONOCHROME2" and x_cf.shape == x.shape
     assert np.abs(x_cf - x).max() < 2e-3 and np.abs(x_cf - x).mean() < 5e-4  # 12-bit quantisation and float error
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     row = summary["results"][0]
     assert summary["do"] == ["age=*1"] and row["spacing_source"].startswith("package default")  # RG1's PixelSpacing is [0, 0]
     assert row["factual_parents"]["age"]["source"] == "assumed" and row["factual_parents"]["heart_area"]["source"] == "measured"

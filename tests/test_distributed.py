@@ -67,17 +67,17 @@ def torchrun(bundle: str, configs: list[str], out: Path, model: str, values: str
     model and ``values`` is an expression for the values that must agree across ranks.
     """
     folder = BUNDLES / bundle / "configs"
-    run = json.loads((folder / "train.json").read_text())["run"]
+    run = json.loads((folder / "train.json").read_text(encoding="utf-8"))["run"]
     probe = {  # the bundle's run, with the probe attached before the trainer runs
         "probe": {"_target_": "tests.test_distributed.Probe", "model": model, "out": str(out), "values": values},
         "run": [*run[:-1], "$@probe.attach(@train#trainer)", run[-1]],
     }
-    (out.parent / "probe.json").write_text(json.dumps(probe))
+    (out.parent / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
     files = str([*configs, str(folder / "multi_process.json"), str(out.parent / "probe.json")])
     args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else repr(v))]
     run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "monai.bundle", "run", "--config_file", files, *args)
-    return json.loads(out.read_text())
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def check_ranks(ranks: list[dict], root: Path) -> None:

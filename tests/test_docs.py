@@ -101,9 +101,9 @@ def test_the_link_checker_sees_links_and_ignores_code(tmp_path):
     text = "a [x](docs/a.md#part) ![f](figures/b.png) `[no](c.md)`\n```\n[no](d.md)\n```\n[ref]: e.md\n"
     assert link_targets(text) == ["docs/a.md#part", "figures/b.png", "e.md"]
     page = tmp_path / "page.md"
-    page.write_text("# Counterfactuals: abduction, action (CFT)\n## `x*` and x\n## Notes\n## Notes\n```\n# not a heading\n```\n")
+    page.write_text("# Counterfactuals: abduction, action (CFT)\n## `x*` and x\n## Notes\n## Notes\n```\n# not a heading\n```\n", encoding="utf-8")
     assert anchors(page) == {"counterfactuals-abduction-action-cft", "x-and-x", "notes", "notes-1"}
-    page.write_text(page.read_text() + "[a](#notes-1) [b](#not-a-heading) [c](page.md#x-and-x) [d](missing.md)\n")
+    page.write_text(page.read_text(encoding="utf-8") + "[a](#notes-1) [b](#not-a-heading) [c](page.md#x-and-x) [d](missing.md)\n", encoding="utf-8")
     assert broken_links(page) == ["#not-a-heading", "missing.md"]
 
 

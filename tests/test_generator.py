@@ -141,9 +141,9 @@ def test_generator_bundle_trains_resumes_evaluates_and_infers(cxr_datalist, tmp_
     log = run_bundle(["cxr_generator/configs/train.json", phantom], "--bundle_root", str(root), "--epochs", "2", "--parent_steps", "20", *tiny)
     assert "Epoch: 2/2" in log and "Epoch: 1/2" not in log
     run_bundle(["cxr_generator/configs/evaluate.json", phantom], "--bundle_root", str(root), *tiny)
-    assert (root / "eval" / "metrics.csv").read_text().startswith("val_elbo")
+    assert (root / "eval" / "metrics.csv").read_text(encoding="utf-8").startswith("val_elbo")
     run_bundle(["cxr_generator/configs/inference.json", phantom], "--bundle_root", str(root), "--do", "['age=+5']", *tiny)
-    with open(root / "counterfactuals" / "parents.csv") as f:
+    with open(root / "counterfactuals" / "parents.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6  # the test split of 30 cases
     assert all(r["sex"] == r["sex_cf"] and float(r["age_cf"]) == pytest.approx(float(r["age"]) + 5, abs=1e-3) for r in rows)
@@ -157,7 +157,7 @@ def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
     run_python("-m", "segcft.cli.main", "bench", "generator", "--data", str(cxr_datalist), "--run", str(tmp_path / "gen"),
                "--judge", str(tmp_path / "seg.json"), "--out", str(tmp_path / "gen.json"), "--epochs", "1",
                "--set", f"stages={json.dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false")
-    report = json.loads((tmp_path / "gen.json").read_text())
+    report = json.loads((tmp_path / "gen.json").read_text(encoding="utf-8"))
     assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     assert set(report["ground_truth"]["heart_area"]["+25%"]) == {"model_mae", "unchanged_mae", "n"}

@@ -112,7 +112,7 @@ def test_missing_file_and_unknown_format_name_the_file(tmp_path):
     with pytest.raises(InputError, match="nothere.dcm"):
         read_image(tmp_path / "nothere.dcm")
     junk = tmp_path / "notes.txt"
-    junk.write_text("hello " * 40)
+    junk.write_text("hello " * 40, encoding="utf-8")
     with pytest.raises(InputError, match="notes.txt"):
         read_image(junk)
 
@@ -144,7 +144,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out.json"
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
-            tmp.write_text("half")
+            tmp.write_text("half", encoding="utf-8")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 

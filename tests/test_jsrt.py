@@ -31,13 +31,13 @@ def test_datalist_has_all_cases_in_disjoint_splits(jsrt_datalist):
 
 def test_split_is_deterministic(jsrt_root, jsrt_datalist, tmp_path):
     again = build_jsrt_datalist(jsrt_root, tmp_path, seed=0, progress=False)
-    a, b = json.loads(jsrt_datalist.read_text()), json.loads(again.read_text())
+    a, b = json.loads(jsrt_datalist.read_text(encoding="utf-8")), json.loads(again.read_text(encoding="utf-8"))
     assert [i["case"] for i in a["test"]] == [i["case"] for i in b["test"]]
 
 
 def test_areas_match_the_masks(jsrt_root, jsrt_datalist):
     dl = load_datalist(jsrt_datalist)
-    with open(jsrt_root / "cases.csv") as f:
+    with open(jsrt_root / "cases.csv", encoding="utf-8") as f:
         table = {row["case"]: row for row in csv.DictReader(f)}
     for item in dl["test"][:15]:
         labels = read_label_map(item["label"])
@@ -68,9 +68,9 @@ def test_left_lung_is_on_the_image_right(jsrt_datalist):
 def _tiny_jsrt(jsrt_root, tmp_path, n=3):
     src = tmp_path / "jsrt"
     (src / "images").mkdir(parents=True)
-    with open(jsrt_root / "cases.csv") as f:
+    with open(jsrt_root / "cases.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:n]
-    with open(src / "cases.csv", "w", newline="") as f:
+    with open(src / "cases.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -112,13 +112,13 @@ def test_unknown_structure_and_variable_are_named(jsrt_datalist):
 
 
 def test_datalist_with_unknown_variable_or_nan_is_refused(jsrt_datalist, tmp_path):
-    dl = json.loads(jsrt_datalist.read_text())
+    dl = json.loads(jsrt_datalist.read_text(encoding="utf-8"))
     dl["training"][0]["parents"]["spleen_area"] = 1.0
-    (tmp_path / "a.json").write_text(json.dumps(dl))
+    (tmp_path / "a.json").write_text(json.dumps(dl), encoding="utf-8")
     with pytest.raises(InputError, match="spleen_area"):
         load_datalist(tmp_path / "a.json", check_files=False)
     del dl["training"][0]["parents"]["spleen_area"]
     dl["training"][0]["parents"]["heart_area"] = float("nan")
-    (tmp_path / "b.json").write_text(json.dumps(dl))
+    (tmp_path / "b.json").write_text(json.dumps(dl), encoding="utf-8")
     with pytest.raises(InputError, match="heart_area"):
         load_datalist(tmp_path / "b.json", check_files=False)

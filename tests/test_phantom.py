@@ -52,7 +52,7 @@ def written(kind, tmp_path_factory):
     phantom = make_phantom(kind, SIZES[kind])
     out = tmp_path_factory.mktemp(f"phantom_{kind}")
     path = phantom.write_dataset(out, N_CASES, seed=7)
-    return phantom, out, json.loads(path.read_text())
+    return phantom, out, json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_parents_match_rendered_areas(kind):
@@ -214,7 +214,7 @@ def test_monochrome1_reads_back_like_monochrome2(tmp_path):
     phantom = CXRPhantom(64)
     m2 = phantom.write_dataset(tmp_path / "m2", 2, seed=3)
     m1 = phantom.write_dataset(tmp_path / "m1", 2, seed=3, photometric="MONOCHROME1")
-    for item in _items(json.loads(m2.read_text())):
+    for item in _items(json.loads(m2.read_text(encoding="utf-8"))):
         a, meta_a = read_image(m2.parent / item["image"])
         b, meta_b = read_image(m1.parent / item["image"])
         assert (meta_a.photometric, meta_b.photometric) == ("MONOCHROME2", "MONOCHROME1")
@@ -227,7 +227,7 @@ def test_same_seed_same_data(tmp_path):
     phantom = CXRPhantom(64)
     paths = [phantom.write_dataset(tmp_path / name, 3, seed=11) for name in ("a", "b")]
     other = phantom.write_dataset(tmp_path / "c", 3, seed=12)
-    a, b, c = (json.loads(p.read_text()) for p in (*paths, other))
+    a, b, c = (json.loads(p.read_text(encoding="utf-8")) for p in (*paths, other))
     for split in SPLITS:
         assert a[split] == b[split]
     for x, y in zip(_items(a), _items(b)):
@@ -240,7 +240,7 @@ def test_same_seed_same_data(tmp_path):
 def test_ccta_same_seed_same_pixels(tmp_path):
     phantom = CCTAPhantom(64)
     paths = [phantom.write_dataset(tmp_path / name, 2, seed=5) for name in ("a", "b")]
-    for item in _items(json.loads(paths[0].read_text())):
+    for item in _items(json.loads(paths[0].read_text(encoding="utf-8"))):
         a, b = (np.asarray(nib.load(p.parent / item["image"]).dataobj) for p in paths)
         np.testing.assert_array_equal(a, b)
 

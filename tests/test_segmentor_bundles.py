@@ -57,7 +57,7 @@ def test_resume_continues_the_epoch_count(cxr_data, cxr_trained, tmp_path):
 def test_evaluate_writes_per_structure_metrics(cxr_data, cxr_trained):
     bundle_run(REPO / "bundles/cxr_segmentor/configs/evaluate.json", "--bundle_root", str(cxr_trained), "--datalist", str(cxr_data), *TINY)
     out = cxr_trained / "eval" / "guide"
-    with open(out / "test_dice_summary.csv") as f:
+    with open(out / "test_dice_summary.csv", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter=","))
     assert [r[0] for r in rows[1:4]] == ["class0", "class1", "class2"]  # left lung, right lung, heart
     assert (out / "test_area_ape_raw.csv").is_file() and (out / "metrics.csv").is_file()
@@ -75,7 +75,7 @@ def test_inference_on_rg1_and_a_folder_with_a_bad_file(cxr_data, cxr_trained, rg
         REPO / "bundles/cxr_segmentor/configs/inference.json", "--bundle_root", str(cxr_trained),
         "--input", str(folder), "--output_dir", str(out), *TINY,
     )
-    with open(out / "areas.csv") as f:
+    with open(out / "areas.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["case"] for r in rows) == sorted(["RG1_UNCR", "cxr_00000", "cxr_00001", "cxr_00002"])
     rg1 = next(r for r in rows if r["case"] == "RG1_UNCR")
@@ -83,7 +83,7 @@ def test_inference_on_rg1_and_a_folder_with_a_bad_file(cxr_data, cxr_trained, rg
     phantom_row = next(r for r in rows if r["case"] == "cxr_00000")
     assert phantom_row["spacing_source"] == "PixelSpacing"
     assert "left_lung_lower_area" in phantom_row
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["processed"] == 4 and [Path(f["image"]).name for f in summary["failed"]] == ["corrupt.dcm"]
     assert "corrupt.dcm" in summary["failed"][0]["error"]
     label = nib.load(out / "labels" / "RG1_UNCR.nii.gz")
@@ -99,7 +99,7 @@ def test_ccta_bundle_trains_and_infers_on_nifti(ccta_data, tmp_path):
         REPO / "bundles/ccta_segmentor/configs/inference.json", "--bundle_root", str(root),
         "--input", str(ccta_data.parent / "images"), "--output_dir", str(out), "--output_format", "png", *TINY,
     )
-    with open(out / "areas.csv") as f:
+    with open(out / "areas.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 14 and {"lumen_area", "calcified_plaque_q1_area", "noncalcified_plaque_q4_area"} <= set(rows[0])
     assert len(list((out / "labels").glob("*.png"))) == 14
@@ -111,7 +111,7 @@ def test_bench_segmentor_writes_a_report(ccta_data, tmp_path):
         "-m", "segcft.cli.main", "bench", "segmentor", "--data", str(ccta_data), "--out", str(out),
         "--work-dir", str(tmp_path / "work"), "--instances", "guide", "--image-size", "32", "--epochs", "1", "--device", "cpu",
     )
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     guide = report["instances"]["guide"]
     assert set(guide["test_dice"]) == {"lumen", "vessel_wall", "calcified_plaque", "noncalcified_plaque"}
     assert set(guide["test_area_mae_mm2"]) == set(guide["test_dice"])

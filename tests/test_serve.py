@@ -97,7 +97,7 @@ def _batch(dl: dict, n: int = 4) -> tuple[torch.Tensor, dict[str, torch.Tensor],
 def test_package_round_trip_gives_the_same_model(tiny):
     assert {p.name for p in tiny.package.iterdir()} == {MANIFEST, GENERATOR_FILE, SEGMENTOR_FILE}
     assert not [p for p in tiny.package.parent.iterdir() if p.name.startswith(".")]  # no staging left
-    text = (tiny.package / MANIFEST).read_text()
+    text = (tiny.package / MANIFEST).read_text(encoding="utf-8")
     manifest = json.loads(text)
     assert "images/" not in text and ".dcm" not in text  # no training data, only parent values
     assert manifest["format"] == 1 and manifest["variables"] == list(tiny.dl["graph"]) and manifest["stages"] == STAGES
@@ -155,7 +155,7 @@ def test_export_from_a_generator_run_and_a_segmentor_report(tiny, tmp_path):
     (tmp_path / "seg" / "models" / "guide").mkdir(parents=True)
     torch.save(tiny.segmentor.state_dict(), tmp_path / "seg" / "models" / "guide" / "model.pt")
     report = tmp_path / "segmentors.json"
-    report.write_text(json.dumps({"work_dir": str(tmp_path / "seg"), "instances": {"guide": SEGMENTOR_ENTRY}}))
+    report.write_text(json.dumps({"work_dir": str(tmp_path / "seg"), "instances": {"guide": SEGMENTOR_ENTRY}}), encoding="utf-8")
 
     args = ["export", "--generator-run", str(tmp_path / "gen"), "--data", str(tiny.datalist), "--segmentors", str(report),
             "--out", str(tmp_path / "pkg"), "--set", "image_size=32", "--set", f"stages={json.dumps(STAGES)}"]
@@ -177,7 +177,7 @@ def test_broken_packages_are_refused_naming_the_file(tiny, tmp_path):
     with pytest.raises(InputError, match=f"{tmp_path / 'none'}: not a segcft model package"):
         load_model_package(tmp_path / "none")
     cases = {
-        MANIFEST: (lambda p: p.write_text("{not json"), "not valid JSON"),
+        MANIFEST: (lambda p: p.write_text("{not json", encoding="utf-8"), "not valid JSON"),
         GENERATOR_FILE: (lambda p: p.write_bytes(b"\x00garbage" * 10), "cannot read the weights"),
         SEGMENTOR_FILE: (lambda p: p.unlink(), "not found; the model package is incomplete"),
     }
@@ -189,11 +189,11 @@ def test_broken_packages_are_refused_naming_the_file(tiny, tmp_path):
             load_model_package(broken)
     future = tmp_path / "future"
     shutil.copytree(tiny.package, future)
-    manifest = json.loads((future / MANIFEST).read_text())
-    (future / MANIFEST).write_text(json.dumps({**manifest, "format": 2}))
+    manifest = json.loads((future / MANIFEST).read_text(encoding="utf-8"))
+    (future / MANIFEST).write_text(json.dumps({**manifest, "format": 2}), encoding="utf-8")
     with pytest.raises(InputError, match="package format 2 is not supported"):
         load_model_package(future)
-    (future / MANIFEST).write_text(json.dumps({**manifest, "log_vars": ["heart_area"]}))
+    (future / MANIFEST).write_text(json.dumps({**manifest, "log_vars": ["heart_area"]}), encoding="utf-8")
     with pytest.raises(InputError, match=f"{future / GENERATOR_FILE}: the weights do not fit"):
         load_model_package(future)
 

@@ -31,7 +31,7 @@ def report(path: Path, base: str, methods: dict, lagrange_lr: float = 0.3, seed:
         "generator_run": base, "seed": seed, "eps": 3.1, "noise_floor": {"v": 1.0}, "steps": 9, "lr": 1e-4,
         "guide_weight": 50.0, "lagrange_lr": lagrange_lr, "relative_targets": True, "ema_decay": 0.0, "eps_slack": 0.02,
         "methods": methods,
-    }))
+    }), encoding="utf-8")
     return path
 
 
@@ -52,7 +52,7 @@ def test_reports_of_one_base_merge_and_instances_average(tmp_path):
     # seg - reg: MAPE -2 and +2 (one win), locality +0.1 and +0.3 (two wins), drift -1 and +1 (one win).
     assert comp["test distribution"]["difference"]["values"] == [-2.0, 2.0] and comp["test distribution"]["wins"] == 1
     assert comp["locality"]["wins"] == 2 and comp["off_target_drift_percent"]["wins"] == 1
-    table = out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| seg | v | 13.00 ± 4.24 |" in table and "1 of 2" in table
     assert (tmp_path / "summary_seg_vs_reg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +77,7 @@ def test_bad_reports_are_refused_with_the_file_named(tmp_path):
         summarize_cft([(first, ["reg"])], tmp_path / "s.json", pairs=[])
     with pytest.raises(InputError, match="no instance has both 'seg' and 'reg'"):
         summarize_cft([(first, None)], tmp_path / "s.json")
-    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(InputError, match="broken.json: not valid JSON"):
         summarize_cft([(tmp_path / "broken.json", None)], tmp_path / "s.json")
     assert not (tmp_path / "s.json").exists()
@@ -91,9 +91,9 @@ def test_cli_summarizes_the_committed_jsrt_reports(tmp_path):
                                  "--report", str(bench / "cft_jsrt_900_lam03.json"),
                                  "--report", str(bench / "cft_jsrt_900_lam03_reg.json"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads(out.read_text())
+    summary = json.loads(out.read_text(encoding="utf-8"))
     assert len(summary["instances"]) == 1 and set(summary["methods"]) == {"none", "reg", "seg"}
-    reports = {m: json.loads((bench / name).read_text())["methods"][m]
+    reports = {m: json.loads((bench / name).read_text(encoding="utf-8"))["methods"][m]
                for m, name in [("seg", "cft_jsrt_900_lam03.json"), ("reg", "cft_jsrt_900_lam03_reg.json")]}
     heart = summary["comparisons"]["seg vs reg"]["variables"]["heart_area"]["-25%"]
     expected = reports["seg"]["effectiveness"]["heart_area"]["-25%"] - reports["reg"]["effectiveness"]["heart_area"]["-25%"]

@@ -160,7 +160,7 @@ def _run(
     write_json(summary, out / "metrics.json")
     report = out / "report.md"
     with atomic_path(report) as tmp:
-        tmp.write_text(_markdown(summary, structure_of, [grid, dose, curves], package, datalist.parent / dl["test"][0]["image"]))
+        tmp.write_text(_markdown(summary, structure_of, [grid, dose, curves], package, datalist.parent / dl["test"][0]["image"]), encoding="utf-8")
     return report
 
 

@@ -97,7 +97,7 @@ def _points_array(points: ArrayLike, name: str) -> np.ndarray:
 
 
 def _read_centreline_csv(path: Path) -> np.ndarray:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = [
             (n, row)
             for n, row in enumerate(csv.reader(f), start=1)
@@ -123,7 +123,7 @@ def _read_centreline_csv(path: Path) -> np.ndarray:
 
 def _read_centreline_json(path: Path) -> np.ndarray:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
     if isinstance(data, dict) and "points" in data:

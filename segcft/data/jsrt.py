@@ -51,7 +51,7 @@ def _read_cases(src: Path) -> list[dict[str, str]]:
     table = src / "cases.csv"
     if not table.is_file():
         raise InputError(f"{table}: not found (is {src} a JSRT folder with images/, masks/, cases.csv?)")
-    with open(table, newline="") as f:
+    with open(table, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for column in ("case", "nodule"):
         if rows and column not in rows[0]:

@@ -277,7 +277,7 @@ class CounterfactualWriter:
     def write_table(self, engine: Engine) -> None:
         if not self.rows:
             return
-        with atomic_path(self.output_dir / "parents.csv") as tmp, open(tmp, "w", newline="") as f:
+        with atomic_path(self.output_dir / "parents.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
             writer.writeheader()
             writer.writerows(self.rows)

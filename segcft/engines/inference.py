@@ -131,7 +131,7 @@ class SegmentationWriter:
 
     def write_summary(self, engine: Engine) -> None:
         if self.rows:
-            with atomic_path(self.output_dir / "areas.csv") as tmp, open(tmp, "w", newline="") as f:
+            with atomic_path(self.output_dir / "areas.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
                 writer.writeheader()
                 writer.writerows(self.rows)

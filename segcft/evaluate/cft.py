@@ -345,7 +345,7 @@ def _write_table(report: Mapping[str, Any], path: Path) -> None:
                   f"{pos[f'target_{metric}_{unit}']} | {pos['noise_floor']} | {pos[f'other_regions_change_{unit}']} |"
                   for method, name, pos in positional_rows]
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _write_figure(models: Mapping[str, Any], data: cfe.EvalData, structure_of: Mapping[str, str], path: Path, cases: int) -> None:

@@ -179,4 +179,4 @@ def _write_table(summary: Mapping[str, Any], path: Path) -> None:
                      for k in LOWER_IS_BETTER]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -90,20 +90,20 @@ def server(workspace) -> Iterator[str]:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
     url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
+    with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}; log:\n{log_path.read_text()[-6000:]}")
+                pytest.fail(f"the server exited with {proc.returncode}; log:\n{log_path.read_text(encoding='utf-8')[-6000:]}")
             try:
                 if requests.get(f"{url}/info/", timeout=5).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"/info/ did not answer within {START_TIMEOUT} s; log:\n{log_path.read_text()[-6000:]}")
+                pytest.fail(f"/info/ did not answer within {START_TIMEOUT} s; log:\n{log_path.read_text(encoding='utf-8')[-6000:]}")
             time.sleep(0.5)
         yield url
     finally:

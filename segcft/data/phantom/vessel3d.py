@@ -291,7 +291,7 @@ def write_vessel_volume(
             sitk.WriteImage(img, str(tmp), useCompression=True)
     with atomic_path(paths["centreline"]) as tmp:
         lines = ["x,y,z"] + [",".join(f"{c:.6f}" for c in p) for p in centreline]
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_json(truth, paths["truth"])
     if dicom:
         paths["dicom"] = out / "dicom"
