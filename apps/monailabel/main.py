@@ -15,6 +15,7 @@ See docs/monailabel.md.
 
 from __future__ import annotations
 
+import locale
 import logging
 import os
 from pathlib import Path
@@ -52,11 +53,26 @@ def load_package(conf: dict[str, str]) -> ModelPackage:
         raise MONAILabelException(MONAILabelError.APP_INIT_ERROR, f"--conf models: {e}") from e
 
 
+def match_task_output_encoding() -> str:
+    """Make MONAI Label's task subprocesses write their output in the encoding the server reads it with.
+
+    The server reads a training task's output through a pipe decoded with its locale's encoding
+    (ASCII under ``LC_ALL=C``). A child writing UTF-8 (tqdm's bars, say, under
+    ``PYTHONIOENCODING=utf-8``) kills the reading thread, and the task stays RUNNING for ever
+    although training finished. Children inherit this variable: they write in the server's
+    encoding and escape what it cannot hold.
+    """
+    encoding = locale.getpreferredencoding(False)
+    os.environ["PYTHONIOENCODING"] = f"{encoding}:backslashreplace"
+    return encoding
+
+
 class SegcftApp(MONAILabelApp):
     """One segcft model package served as the ``segmentation`` and ``counterfactual`` models."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.package = load_package(conf)
+        logger.info("task output encoding: %s", match_task_output_encoding())
         default_train_dir = Path(app_dir, "model", self.package.root.resolve().name)
         self.train_dir = Path(conf.get("train_dir", default_train_dir))
         logger.info("segcft model package %s; segmentor training in %s", self.package.root, self.train_dir)

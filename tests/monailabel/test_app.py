@@ -88,7 +88,10 @@ def server(workspace) -> Iterator[str]:
         "--studies", str(workspace["studies"]), "--conf", "models", str(workspace["package"]),
         "--conf", "train_dir", str(workspace["root"] / "train"), "--host", "127.0.0.1", "--port", str(port),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    # The hardest locale for MONAI Label's task pipes: ASCII, UTF-8 mode off, while this server
+    # writes its own log as UTF-8 (see main.match_task_output_encoding).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "utf-8"}
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
