@@ -15,7 +15,7 @@ from segcft.data.phantom import make_phantom
 from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
-from segcft.evaluate.cft import region_change
+from segcft.evaluate.cft import finetune, region_change
 from segcft.evaluate.counterfactuals import locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
@@ -215,6 +215,28 @@ def test_a_few_cft_steps_train_the_hvae_and_leave_guide_and_parents_frozen(setup
     assert any(not torch.equal(p, q) for p, q in zip(scm.image.parameters(), image_before))
 
 
+def test_finetune_traces_window_means_of_the_elbo_and_lambda_at_each_window_end(setup):
+    import copy
+
+    from segcft.evaluate.counterfactuals import EvalData
+
+    dl, scm, batch = setup
+    n = len(batch["image"])
+    train = EvalData([str(i) for i in range(n)], batch["image"], torch.zeros(n), batch["parents"], batch["spacing"], None)
+    guide = _guide(dl, "seg")
+
+    def run(every: int) -> dict:  # the same seed gives the same steps, so two runs differ only in their windows
+        return finetune(copy.deepcopy(scm), guide, train, list(AREAS), eps=0.0, steps=5, lr=1e-4, seed=0,
+                        batch_size=4, trace_every=every, desc="test")["trace"]
+
+    each, trace = run(1), run(2)
+    assert each["step"] == [1, 2, 3, 4, 5] and trace["step"] == [2, 4, 5]
+    elbo = each["elbo"]
+    assert trace["elbo"] == pytest.approx([(elbo[0] + elbo[1]) / 2, (elbo[2] + elbo[3]) / 2, elbo[4]], abs=2e-5)
+    assert trace["lambda"] == [each["lambda"][i] for i in (1, 3, 4)]
+    assert trace["lambda"][-1] > 0  # eps = 0 is always violated, so lambda rises
+
+
 def test_positional_guide_regions_sum_to_the_structure(setup):
     dl, scm, batch = setup
     guide = SegmentorGuide(segmentor("unet", 4, width=4), structures_of(dl), 32, AREAS, regional={
@@ -271,8 +293,11 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         assert entry["within_eps"] == (entry["train_elbo_nats_per_dim"] <= report["eps"])
         if method != "none":
             assert entry["finetune"]["lambda"] >= 0 and entry["finetune_seconds"] > 0
+            trace = entry["finetune"]["trace"]  # 2 steps: one window, ending at the last step, whose output it averages
+            assert trace["step"] == [2] and trace["lambda"] == [entry["finetune"]["lambda"]]
     # The base model's training-split ELBO is the bound itself, less the slack.
     assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
     table = (tmp_path / "cft.md").read_text(encoding="utf-8")
     assert table.count("| pos-seg |") == 3 + 1 and "| seg | left_lung_lower_area | -25.0 |" in table
     assert (tmp_path / "cft.png").stat().st_size > 10_000
+    assert (tmp_path / "cft_curves.png").stat().st_size > 10_000

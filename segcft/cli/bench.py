@@ -73,7 +73,7 @@ def cft(
     data: Path = typer.Option(..., help="Datalist JSON (JSRT or phantom)."),
     generator: Path = typer.Option(..., help="Base generator bundle root (models/model.pt), as trained by the generator bundle."),
     segmentors: Path = typer.Option(..., help="Report of `segcft bench segmentor`: its guide guides, its eval segmentor judges."),
-    out: Path = typer.Option(..., help="Report JSON; a .md table and a .png figure are written beside it."),
+    out: Path = typer.Option(..., help="Report JSON; a .md table, a .png figure and <stem>_curves.png are written beside it."),
     methods: str = typer.Option("none,reg,seg,pos-seg", help="Comma-separated methods: none, reg, seg, pos-seg."),
     steps: int = typer.Option(300, help="Fine-tuning iterations per method."),
     lr: float = typer.Option(1e-4, help="Learning rate of the fine-tuning (after a 20-step linear warm-up); at 3e-4 the steps alone push the JSRT ELBO out of its bound."),

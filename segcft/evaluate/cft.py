@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from monai.handlers import LrScheduleHandler
 from torch.optim.lr_scheduler import LinearLR
@@ -31,7 +32,7 @@ from segcft.evaluate import counterfactuals as cfe
 from segcft.engines.generator import ema_model
 from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
 from segcft.evaluate.segmentor import bundle_for
-from segcft.figures import counterfactual_grid
+from segcft.figures import cft_curves, counterfactual_grid
 from segcft.measure import RegionSpec
 from segcft.utils import InputError, atomic_path, write_json
 
@@ -49,9 +50,13 @@ def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.uti
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
     batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, warmup: int = 20, guide_weight: float = 50.0,
-    relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT",
-) -> dict[str, float]:
-    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar; the last iteration's output.
+    relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT", trace_every: int = 25,
+) -> dict[str, Any]:
+    """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
+
+    Returns the last iteration's output and a ``trace``: every ``trace_every`` steps, the mean
+    factual ELBO and guide loss of those steps and lambda at their end, so a report shows
+    when the ELBO left its bound and how lambda answered, not only where both ended.
 
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
     otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
@@ -71,10 +76,24 @@ def finetune(
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
     ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in ("guide_loss", "elbo", "lambda")})
+    trace: dict[str, list[float]] = {"step": [], "elbo": [], "guide_loss": [], "lambda": []}
+    window: list[dict[str, float]] = []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _record(engine: Engine) -> None:
+        window.append(engine.state.output)
+        if len(window) == trace_every or engine.state.iteration == steps:
+            trace["step"].append(engine.state.iteration)
+            for key in ("elbo", "guide_loss"):
+                trace[key].append(round(sum(out[key] for out in window) / len(window), 5))
+            trace["lambda"].append(round(window[-1]["lambda"], 5))
+            window.clear()
+
     trainer.run()
     if ema is not None:
         scm.load_state_dict(ema.module.state_dict())
-    return {k: round(v, 5) for k, v in trainer.state.output.items()} | {"skipped_updates": trainer.state.skipped_updates}
+    return ({k: round(v, 5) for k, v in trainer.state.output.items()}
+            | {"skipped_updates": trainer.state.skipped_updates, "trace": trace})
 
 
 def relative_counterfactuals(scm, data: cfe.EvalData, name: str, pct: float):
@@ -315,6 +334,9 @@ def bench_cft(
     write_json(report, out)
     _write_table(report, Path(out).with_suffix(".md"))
     _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases)
+    traces = {m: e["finetune"]["trace"] for m, e in report["methods"].items() if "finetune" in e}
+    if traces:
+        cft_curves(traces, eps, Path(out).with_name(Path(out).stem + "_curves.png"))
     return report
 
 
