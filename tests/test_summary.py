@@ -25,12 +25,12 @@ def method(mape: float, locality: float, drift: float, elbo: float = 3.0, within
     }
 
 
-def report(path: Path, base: str, methods: dict, lagrange_lr: float = 0.3, seed: int = 0) -> Path:
+def report(path: Path, base: str, methods: dict, lagrange_lr: float = 0.3, seed: int = 0, **extra) -> Path:
     path.write_text(json.dumps({
         "benchmark": "cft", "datalist": "d.json", "variables": ["v"], "effectiveness_metric": "MAPE (%)", "test_cases": 3,
         "generator_run": base, "seed": seed, "eps": 3.1, "noise_floor": {"v": 1.0}, "steps": 9, "lr": 1e-4,
         "guide_weight": 50.0, "lagrange_lr": lagrange_lr, "relative_targets": True, "ema_decay": 0.0, "eps_slack": 0.02,
-        "methods": methods,
+        "methods": methods, **extra,
     }), encoding="utf-8")
     return path
 
@@ -66,6 +66,15 @@ def test_methods_can_be_taken_from_part_of_a_report(tmp_path):
     summary = summarize_cft([parse_source(f"{other_rate}:none"), (tuned, None)], tmp_path / "s.json", pairs=[("seg", "none")])
     assert summary["comparisons"]["seg vs none"]["variables"]["v"]["test distribution"]["difference"]["values"] == [-10.0]
     assert summary["settings"]["lagrange_lr"] == 0.3
+
+
+def test_a_report_from_before_damping_was_recorded_counts_as_damping_10(tmp_path):
+    old = report(tmp_path / "old.json", "a", {"seg": method(10, 0.5, 2.0)})
+    new = report(tmp_path / "new.json", "b", {"seg": method(12, 0.5, 2.0)}, damping=10.0)
+    assert summarize_cft([(old, None), (new, None)], tmp_path / "s.json", pairs=[])["settings"]["damping"] == 10.0
+    other = report(tmp_path / "other.json", "b", {"seg": method(12, 0.5, 2.0)}, damping=100.0)
+    with pytest.raises(InputError, match="other.json and .*old.json differ in 'damping': 100.0 against 10.0"):
+        summarize_cft([(old, None), (other, None)], tmp_path / "s.json", pairs=[])
 
 
 def test_bad_reports_are_refused_with_the_file_named(tmp_path):

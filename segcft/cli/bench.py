@@ -79,6 +79,7 @@ def cft(
     lr: float = typer.Option(1e-4, help="Learning rate of the fine-tuning (after a 20-step linear warm-up); at 3e-4 the steps alone push the JSRT ELBO out of its bound."),
     guide_weight: float = typer.Option(50.0, help="Weight of the guide's loss against the ELBO term of the Lagrangian."),
     lagrange_lr: float = typer.Option(0.1, help="Ascent rate of the Lagrange multiplier lambda."),
+    damping: float = typer.Option(10.0, help="Damping of the Lagrangian: the penalty per nat/dim of ELBO above eps, on top of lambda."),
     relative_targets: bool = typer.Option(False, help="Guide targets as the requested relative change of its factual measurement."),
     ema_decay: float = typer.Option(0.0, help="If > 0, each fine-tuned model is the EMA of its weights with this decay."),
     eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
@@ -93,7 +94,7 @@ def cft(
 
     bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
-        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, relative_targets=relative_targets,
+        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, relative_targets=relative_targets,
         ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )

@@ -264,6 +264,7 @@ def bench_cft(
     lr: float = 1e-4,
     guide_weight: float = 50.0,
     lagrange_lr: float = 0.1,
+    damping: float = 10.0,
     relative_targets: bool = False,
     ema_decay: float = 0.0,
     eps_slack: float = 0.02,
@@ -303,7 +304,7 @@ def bench_cft(
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
-        "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "damping": damping, "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -322,7 +323,7 @@ def bench_cft(
             )
             start = time.perf_counter()
             entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
+                                         damping=damping, guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
                                          desc=f"CFT {method}")
             entry["finetune_seconds"] = round(time.perf_counter() - start, 1)
         # The constraint is on the training split's ELBO, so that is where it is judged.

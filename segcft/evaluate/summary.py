@@ -21,7 +21,9 @@ from segcft.utils import InputError, atomic_path, read_json, write_json
 
 SETS = ("test distribution", "-25%", "-10%", "+10%", "+25%")
 SHARED = ("datalist", "variables", "effectiveness_metric", "test_cases")
-SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "relative_targets", "ema_decay", "eps_slack")
+SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "damping", "relative_targets", "ema_decay", "eps_slack")
+# Settings that reports written before they were recorded all used.
+UNRECORDED = {"damping": 10.0}
 # Per instance, the base model and the judge fix these: two reports of one instance must agree.
 INSTANCE = ("eps", "noise_floor")
 # Which way is better, per compared metric.
@@ -51,10 +53,12 @@ def _load(path: Path, methods: Sequence[str] | None) -> dict[str, Any]:
 def _agree(field: str, reports: Sequence[tuple[Path, Mapping[str, Any]]]) -> Any:
     """The value of ``field`` shared by ``reports``; an error naming two files that differ."""
     (first_path, first), *rest = reports
+    value = first.get(field, UNRECORDED.get(field))
     for path, report in rest:
-        if report.get(field) != first.get(field):
-            raise InputError(f"{path} and {first_path} differ in {field!r}: {report.get(field)!r} against {first.get(field)!r}")
-    return first.get(field)
+        other = report.get(field, UNRECORDED.get(field))
+        if other != value:
+            raise InputError(f"{path} and {first_path} differ in {field!r}: {other!r} against {value!r}")
+    return value
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
