@@ -92,13 +92,15 @@ def cft(
     """Compare no fine-tuning, Reg-CFT, Seg-CFT and Positional Seg-CFT on the same base model and interventions."""
     from segcft.evaluate.cft import bench_cft
 
-    bench_cft(
+    report = bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
         steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, relative_targets=relative_targets,
         ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
-    typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')} and {Path(out).with_suffix('.png')}")
+    curves = Path(out).with_name(Path(out).stem + "_curves.png")
+    typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')}, {Path(out).with_suffix('.png')}"
+               + (f" and {curves}" if any("finetune" in e for e in report["methods"].values()) else ""))
 
 
 @app.command("summary")
