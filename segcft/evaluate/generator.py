@@ -65,14 +65,20 @@ def load_generator(files: Sequence[str], overrides: dict[str, Any]) -> tuple[Con
     return parser, ema
 
 
+def segmentor_instance(report_path: str | os.PathLike, instance: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``segcft bench segmentor`` report and its entry for ``instance``; an error naming the file if it has none."""
+    report = read_json(report_path, "segmentor report")
+    entry = report.get("instances", {}).get(instance) if isinstance(report, dict) else None
+    if not isinstance(entry, dict):
+        raise InputError(f"{report_path}: the report has no {instance!r} segmentor instance")
+    return report, entry
+
+
 def load_segmentor(
     report_path: str | os.PathLike, instance: str, structures: dict[str, int], device: torch.device
 ) -> tuple[torch.nn.Module, int]:
     """A segmentor instance (``guide`` or ``eval``) of a ``segcft bench segmentor`` report, and its image size."""
-    report = read_json(report_path, "segmentor report")
-    entry = report.get("instances", {}).get(instance)
-    if entry is None:
-        raise InputError(f"{report_path}: the report has no {instance!r} segmentor instance")
+    report, entry = segmentor_instance(report_path, instance)
     # reports written before the width was recorded used the bundles' default, 16
     network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))
     network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / instance / "model.pt"))

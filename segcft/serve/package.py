@@ -35,7 +35,7 @@ from segcft import __version__
 from segcft.causal.scm import DeepSCM, build_deep_scm, training_parents
 from segcft.data.datalist import check_variable, load_datalist, structures_of
 from segcft.data.transforms import INTENSITY_WINDOWS, image_pipeline
-from segcft.evaluate.generator import generator_config_files, load_generator, load_segmentor
+from segcft.evaluate.generator import generator_config_files, load_generator, load_segmentor, segmentor_instance
 from segcft.evaluate.segmentor import bundle_for
 from segcft.measure import RegionSpec, hard_areas, partition, region_areas, region_variable_name
 from segcft.models import segmentor
@@ -237,10 +237,7 @@ def package_from_scm(
 ) -> Path:
     """Package an in-memory ``scm`` (e.g. fine-tuned by CFT) with a segmentor of a ``segcft bench segmentor`` report."""
     report = Path(segmentor_report)
-    try:
-        entry = read_json(report, "segmentor report")["instances"][instance]
-    except (KeyError, TypeError) as e:
-        raise InputError(f"{report}: the report has no {instance!r} segmentor instance") from e
+    _, entry = segmentor_instance(report, instance)
     network, _ = load_segmentor(report, instance, structures_of(datalist), torch.device("cpu"))
     made_from = {"segmentor_report": str(report.resolve()), "segmentor_instance": instance}
     return save_model_package(
