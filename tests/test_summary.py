@@ -1,4 +1,4 @@
-"""``segcft bench summary``: CFT reports of several base models merged, averaged and compared."""
+"""`segcft bench summary` and `segcft plot cft-curves`: CFT reports of several runs merged, averaged, compared and drawn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segcft.cli.main import app
-from segcft.evaluate.summary import parse_source, summarize_cft
+from segcft.evaluate.summary import cft_traces, parse_source, summarize_cft
 from segcft.utils import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +109,21 @@ def test_cli_summarizes_the_committed_jsrt_reports(tmp_path):
     assert heart["difference"]["mean"] == pytest.approx(expected, abs=1e-3) and heart["wins"] == 1
     bad = runner.invoke(app, ["bench", "summary", "--report", str(bench / "cft_jsrt_900.json"), "--pair", "seg", "--out", str(out)])
     assert bad.exit_code == 2 and "--pair 'seg' is not A,B" in bad.output
+
+
+def test_cft_curves_draw_the_traces_of_one_base_and_refuse_two_bounds(tmp_path):
+    trace = {"step": [25, 50], "elbo": [3.2, 3.1], "guide_loss": [0.1, 0.08], "lambda": [0.5, 1.0]}
+    tuned = {"seg": {**method(10, 0.5, 2.0), "finetune": {"lambda": 1.0, "trace": trace}}}
+    a = report(tmp_path / "a.json", "a", {"none": method(20, 0.1, 0.3), **tuned})
+    b = report(tmp_path / "b.json", "a", tuned)
+    result = runner.invoke(app, ["plot", "cft-curves", "--report", str(a), "--report", f"{b}:seg", "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    traces, eps = cft_traces([(a, None), (b, ["seg"])])
+    assert list(traces) == ["a: seg", "b: seg"] and traces["a: seg"] == trace and eps == 3.1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(b.read_text(encoding="utf-8")), "eps": 3.2}), encoding="utf-8")
+    with pytest.raises(InputError, match="other.json and .*a.json differ in 'eps'"):
+        cft_traces([(a, None), (other, None)])
+    with pytest.raises(InputError, match="no fine-tuning trace"):
+        cft_traces([(a, ["none"])])

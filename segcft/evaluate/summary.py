@@ -39,7 +39,8 @@ def parse_source(spec: str) -> tuple[Path, list[str] | None]:
     return Path(spec), None
 
 
-def _load(path: Path, methods: Sequence[str] | None) -> dict[str, Any]:
+def load_cft_report(path: Path, methods: Sequence[str] | None) -> dict[str, Any]:
+    """A ``segcft bench cft`` report, keeping only ``methods`` (all if None); errors name the file."""
     report = read_json(path, "report")
     if not isinstance(report, dict) or report.get("benchmark") != "cft":
         raise InputError(f"{path}: not a `segcft bench cft` report")
@@ -88,7 +89,7 @@ def summarize_cft(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Merge reports into instances, then per method the mean and SD over instances, and per pair the wins."""
-    loaded = [(Path(p), _load(Path(p), m)) for p, m in sources]
+    loaded = [(Path(p), load_cft_report(Path(p), m)) for p, m in sources]
     if not loaded:
         raise InputError("no reports given")
     shared = {f: _agree(f, loaded) for f in SHARED}
@@ -150,6 +151,23 @@ def summarize_cft(
         paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, comp["figure"],
                            title=f"{comp['a']} minus {comp['b']}, one dot per instance ({comp['instances']})")
     return summary
+
+
+def cft_traces(sources: Sequence[tuple[str | os.PathLike, Sequence[str] | None]]) -> tuple[dict[str, Any], float]:
+    """The fine-tuning traces of several reports of one base model, labelled ``<report stem>: <method>``, and their eps.
+
+    The curves are drawn against one bound, so the reports must share it (the same base
+    model and training split); methods without fine-tuning (``none``) have no trace.
+    """
+    loaded = [(Path(p), load_cft_report(Path(p), m)) for p, m in sources]
+    if not loaded:
+        raise InputError("no reports given")
+    eps = _agree("eps", loaded)
+    traces = {f"{path.stem}: {method}": entry["finetune"]["trace"]
+              for path, report in loaded for method, entry in report["methods"].items() if "trace" in entry.get("finetune", {})}
+    if not traces:
+        raise InputError(f"{', '.join(str(p) for p, _ in loaded)}: no fine-tuning trace (reports before the trace was recorded, or only 'none')")
+    return traces, eps
 
 
 def _cell(s: Mapping[str, Any], digits: int = 2) -> str:
