@@ -237,6 +237,27 @@ def test_finetune_traces_window_means_of_the_elbo_and_lambda_at_each_window_end(
     assert trace["lambda"][-1] > 0  # eps = 0 is always violated, so lambda rises
 
 
+def test_lambda_can_start_in_force_but_not_below_zero(setup, tmp_path):
+    import copy
+
+    from segcft.evaluate.cft import bench_cft
+    from segcft.evaluate.counterfactuals import EvalData
+    from segcft.utils import InputError
+
+    dl, scm, batch = setup
+    n = len(batch["image"])
+    train = EvalData([str(i) for i in range(n)], batch["image"], torch.zeros(n), batch["parents"], batch["spacing"], None)
+    eps = elbo_bound(scm, [batch], slack=10.0)  # far above the ELBO: lambda can only fall
+    out = finetune(copy.deepcopy(scm), _guide(dl, "seg"), train, list(AREAS), eps=eps, steps=2, lr=1e-4, seed=0,
+                   batch_size=4, lagrange_init=5.0, lagrange_lr=0.1, trace_every=1, desc="test")
+    lam, elbo = out["trace"]["lambda"], out["trace"]["elbo"]  # each step ascends by rate * (ELBO - eps), from 5
+    assert lam[0] == pytest.approx(5.0 + 0.1 * (elbo[0] - eps), abs=1e-4)
+    assert lam[1] == pytest.approx(lam[0] + 0.1 * (elbo[1] - eps), abs=1e-4)
+    with pytest.raises(InputError, match="lagrange_init must be >= 0"):
+        bench_cft(tmp_path / "dl.json", tmp_path / "out.json", generator_run=tmp_path, segmentor_report=tmp_path / "s.json",
+                  lagrange_init=-1.0)
+
+
 def test_positional_guide_regions_sum_to_the_structure(setup):
     dl, scm, batch = setup
     guide = SegmentorGuide(segmentor("unet", 4, width=4), structures_of(dl), 32, AREAS, regional={

@@ -80,6 +80,7 @@ def cft(
     guide_weight: float = typer.Option(50.0, help="Weight of the guide's loss against the ELBO term of the Lagrangian."),
     lagrange_lr: float = typer.Option(0.1, help="Ascent rate of the Lagrange multiplier lambda."),
     damping: float = typer.Option(10.0, help="Damping of the Lagrangian: the penalty per nat/dim of ELBO above eps, on top of lambda."),
+    lagrange_init: float = typer.Option(0.0, help="lambda at the first step (>= 0): a constraint already in force when the guide starts."),
     relative_targets: bool = typer.Option(False, help="Guide targets as the requested relative change of its factual measurement."),
     ema_decay: float = typer.Option(0.0, help="If > 0, each fine-tuned model is the EMA of its weights with this decay."),
     eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
@@ -94,7 +95,7 @@ def cft(
 
     report = bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
-        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, relative_targets=relative_targets,
+        steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, lagrange_init=lagrange_init, relative_targets=relative_targets,
         ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )

@@ -49,8 +49,8 @@ def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.uti
 
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
-    batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, warmup: int = 20, guide_weight: float = 50.0,
-    relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT", trace_every: int = 25,
+    batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, lagrange_init: float = 0.0, warmup: int = 20,
+    guide_weight: float = 50.0, relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT", trace_every: int = 25,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
 
@@ -70,7 +70,7 @@ def finetune(
     trainer = CFTTrainer(
         scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
-        optimizer, LagrangeMultiplier(lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
+        optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
         guide_weight=guide_weight, relative_targets=relative_targets,
     )
     if warmup > 0:
@@ -265,6 +265,7 @@ def bench_cft(
     guide_weight: float = 50.0,
     lagrange_lr: float = 0.1,
     damping: float = 10.0,
+    lagrange_init: float = 0.0,
     relative_targets: bool = False,
     ema_decay: float = 0.0,
     eps_slack: float = 0.02,
@@ -280,6 +281,8 @@ def bench_cft(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise InputError(f"unknown CFT method(s) {sorted(unknown)}; known: {list(METHODS)}")
+    if lagrange_init < 0:
+        raise InputError(f"lagrange_init must be >= 0 (lambda is clamped at 0), got {lagrange_init}")
     torch.manual_seed(seed)
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
@@ -304,7 +307,7 @@ def bench_cft(
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
-        "damping": damping, "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
+        "damping": damping, "lagrange_init": lagrange_init, "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -323,7 +326,7 @@ def bench_cft(
             )
             start = time.perf_counter()
             entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         damping=damping, guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
+                                         damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
                                          desc=f"CFT {method}")
             entry["finetune_seconds"] = round(time.perf_counter() - start, 1)
         # The constraint is on the training split's ELBO, so that is where it is judged.
