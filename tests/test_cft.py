@@ -16,7 +16,7 @@ from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate.cft import finetune, region_change
-from segcft.evaluate.counterfactuals import locality
+from segcft.evaluate.counterfactuals import EvalData, locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
 from tests.conftest import run_python
@@ -215,14 +215,17 @@ def test_a_few_cft_steps_train_the_hvae_and_leave_guide_and_parents_frozen(setup
     assert any(not torch.equal(p, q) for p, q in zip(scm.image.parameters(), image_before))
 
 
+def _split(batch: dict) -> EvalData:
+    """The setup's batch as the in-memory split ``finetune`` trains on."""
+    n = len(batch["image"])
+    return EvalData([str(i) for i in range(n)], batch["image"], torch.zeros(n), batch["parents"], batch["spacing"], None)
+
+
 def test_finetune_traces_window_means_of_the_elbo_and_lambda_at_each_window_end(setup):
     import copy
 
-    from segcft.evaluate.counterfactuals import EvalData
-
     dl, scm, batch = setup
-    n = len(batch["image"])
-    train = EvalData([str(i) for i in range(n)], batch["image"], torch.zeros(n), batch["parents"], batch["spacing"], None)
+    train = _split(batch)
     guide = _guide(dl, "seg")
 
     def run(every: int) -> dict:  # the same seed gives the same steps, so two runs differ only in their windows
@@ -241,12 +244,10 @@ def test_lambda_can_start_in_force_but_not_below_zero(setup, tmp_path):
     import copy
 
     from segcft.evaluate.cft import bench_cft
-    from segcft.evaluate.counterfactuals import EvalData
     from segcft.utils import InputError
 
     dl, scm, batch = setup
-    n = len(batch["image"])
-    train = EvalData([str(i) for i in range(n)], batch["image"], torch.zeros(n), batch["parents"], batch["spacing"], None)
+    train = _split(batch)
     eps = elbo_bound(scm, [batch], slack=10.0)  # far above the ELBO: lambda can only fall
     out = finetune(copy.deepcopy(scm), _guide(dl, "seg"), train, list(AREAS), eps=eps, steps=2, lr=1e-4, seed=0,
                    batch_size=4, lagrange_init=5.0, lagrange_lr=0.1, trace_every=1, desc="test")

@@ -91,7 +91,7 @@ def cft(
     config_file: list[Path] = typer.Option([], help="Extra generator config merged last (e.g. configs/positional.json), repeatable."),
 ) -> None:
     """Compare no fine-tuning, Reg-CFT, Seg-CFT and Positional Seg-CFT on the same base model and interventions."""
-    from segcft.evaluate.cft import bench_cft
+    from segcft.evaluate.cft import bench_cft, curves_path, method_traces
 
     report = bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
@@ -99,9 +99,8 @@ def cft(
         ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
-    curves = Path(out).with_name(Path(out).stem + "_curves.png")
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')}, {Path(out).with_suffix('.png')}"
-               + (f" and {curves}" if any("finetune" in e for e in report["methods"].values()) else ""))
+               + (f" and {curves_path(out)}" if method_traces(report) else ""))
 
 
 @app.command("summary")

@@ -338,10 +338,20 @@ def bench_cft(
     write_json(report, out)
     _write_table(report, Path(out).with_suffix(".md"))
     _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases)
-    traces = {m: e["finetune"]["trace"] for m, e in report["methods"].items() if "finetune" in e}
+    traces = method_traces(report)
     if traces:
-        cft_curves(traces, eps, Path(out).with_name(Path(out).stem + "_curves.png"))
+        cft_curves(traces, eps, curves_path(out))
     return report
+
+
+def method_traces(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The fine-tuning trace of each method of a ``bench cft`` report that has one (not ``none``, nor older reports)."""
+    return {m: e["finetune"]["trace"] for m, e in report["methods"].items() if "trace" in e.get("finetune", {})}
+
+
+def curves_path(out: str | os.PathLike) -> Path:
+    """Where ``bench cft`` draws the fine-tuning traces: ``<stem>_curves.png`` beside its report."""
+    return Path(out).with_name(Path(out).stem + "_curves.png")
 
 
 def _write_table(report: Mapping[str, Any], path: Path) -> None:

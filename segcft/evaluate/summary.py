@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segcft.evaluate.cft import METHODS
+from segcft.evaluate.cft import METHODS, method_traces
 from segcft.figures import paired_differences
 from segcft.utils import InputError, atomic_path, read_json, write_json
 
@@ -49,6 +49,14 @@ def load_cft_report(path: Path, methods: Sequence[str] | None) -> dict[str, Any]
     if missing:
         raise InputError(f"{path}: has no method(s) {missing}; it has {list(report['methods'])}")
     return {**report, "methods": {m: report["methods"][m] for m in chosen}}
+
+
+def _load_all(sources: Sequence[tuple[str | os.PathLike, Sequence[str] | None]]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``(FILE, METHODS)`` source loaded; an error if there are none."""
+    loaded = [(Path(p), load_cft_report(Path(p), m)) for p, m in sources]
+    if not loaded:
+        raise InputError("no reports given")
+    return loaded
 
 
 def _agree(field: str, reports: Sequence[tuple[Path, Mapping[str, Any]]]) -> Any:
@@ -89,9 +97,7 @@ def summarize_cft(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Merge reports into instances, then per method the mean and SD over instances, and per pair the wins."""
-    loaded = [(Path(p), load_cft_report(Path(p), m)) for p, m in sources]
-    if not loaded:
-        raise InputError("no reports given")
+    loaded = _load_all(sources)
     shared = {f: _agree(f, loaded) for f in SHARED}
     tuned = [(p, r) for p, r in loaded if set(r["methods"]) - {"none"}]
     settings = {f: _agree(f, tuned) for f in SETTINGS} if tuned else {}
@@ -159,12 +165,9 @@ def cft_traces(sources: Sequence[tuple[str | os.PathLike, Sequence[str] | None]]
     The curves are drawn against one bound, so the reports must share it (the same base
     model and training split); methods without fine-tuning (``none``) have no trace.
     """
-    loaded = [(Path(p), load_cft_report(Path(p), m)) for p, m in sources]
-    if not loaded:
-        raise InputError("no reports given")
+    loaded = _load_all(sources)
     eps = _agree("eps", loaded)
-    traces = {f"{path.stem}: {method}": entry["finetune"]["trace"]
-              for path, report in loaded for method, entry in report["methods"].items() if "trace" in entry.get("finetune", {})}
+    traces = {f"{path.stem}: {method}": trace for path, report in loaded for method, trace in method_traces(report).items()}
     if not traces:
         raise InputError(f"{', '.join(str(p) for p, _ in loaded)}: no fine-tuning trace (reports before the trace was recorded, or only 'none')")
     return traces, eps
