@@ -130,7 +130,7 @@ def test_reg_cft_resumes_and_reuses_its_regressor(cxr, caplog):
 
 def test_pos_seg_guides_the_regional_variables_too_and_stores_an_ema(cxr):
     run = cxr["root"] / "pos_cft"
-    wf = run_workflow("cxr", "train.json", cxr, run, guide="pos-seg", steps=2, cft_ema_decay=0.5)
+    wf = run_workflow("cxr", "train.json", cxr, run, guide="pos-seg", steps=2, cft_ema_decay=0.5, lagrange_init=2.0)
     assert wf.parser.get_parsed_content("targets") == [*CXR_AREAS, "left_lung_lower_area"]
     base, stored, final = (state(p) for p in (cxr["root"] / "base" / "models" / "model.pt", run / "models" / "model.pt",
                                               run / "models" / "final.pt"))
@@ -138,6 +138,8 @@ def test_pos_seg_guides_the_regional_variables_too_and_stores_an_ema(cxr):
     # the stored model is the EMA: half the step-2 weights and half the step-1 weights, unlike either iterate
     assert all(torch.equal(stored[k], final["cft_ema"][k]) for k in image)
     assert any(not torch.equal(stored[k], final["model"][k]) for k in image)
+    # lambda starts at lagrange_init; two ascent steps at rate 0.1 move it by well under 1
+    assert abs(float(state(run / "models" / "checkpoint_epoch=2.pt")["lagrange"]["value"]) - 2.0) < 1.0
 
 
 def test_inference_writes_counterfactuals_of_the_fine_tuned_model(cxr, seg_run):
