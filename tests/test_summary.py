@@ -38,7 +38,7 @@ def report(path: Path, base: str, methods: dict, lagrange_lr: float = 0.3, seed:
 def test_reports_of_one_base_merge_and_instances_average(tmp_path):
     # Base a: seg and reg fine-tuned in two separate runs; base b: both in one.
     a_seg = report(tmp_path / "a_seg.json", "a", {"none": method(20, 0.1, 0.3), "seg": method(10, 0.5, 2.0)})
-    a_reg = report(tmp_path / "a_reg.json", "a", {"reg": method(12, 0.4, 3.0, within=False)})
+    a_reg = report(tmp_path / "a_reg.json", "a", {"reg": method(12, 0.4, 3.0, within=False) | {"finetune": {"lambda": 4.3}}})
     b = report(tmp_path / "b.json", "b", {"none": method(30, 0.1, 0.3), "reg": method(14, 0.3, 1.0), "seg": method(16, 0.6, 2.0)})
     out = tmp_path / "summary.json"
     summary = summarize_cft([(a_seg, None), (a_reg, None), (b, None)], out, pairs=[("seg", "reg")])
@@ -54,6 +54,11 @@ def test_reports_of_one_base_merge_and_instances_average(tmp_path):
     assert comp["locality"]["wins"] == 2 and comp["off_target_drift_percent"]["wins"] == 1
     table = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| seg | v | 13.00 ± 4.24 |" in table and "1 of 2" in table
+    # each instance's own rows, methods in their usual order whatever the order of the reports
+    rows = [line for line in table.splitlines() if line.startswith("| a, 0 |")]
+    assert rows == ["| a, 0 | 3.100 | none | 20.00 | 40.00 | 0.100 | 0.30 | **3.000** | - |",
+                    "| a, 0 | 3.100 | reg | 12.00 | 24.00 | 0.400 | 3.00 | 3.000 | 4.3 |",
+                    "| a, 0 | 3.100 | seg | 10.00 | 20.00 | 0.500 | 2.00 | **3.000** | - |"]
     assert (tmp_path / "summary_seg_vs_reg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -107,7 +107,7 @@ def cft(
 @user_errors
 def summary(
     report: list[str] = typer.Option(..., help="A `segcft bench cft` report, FILE or FILE:METHODS (e.g. run.json:none), repeatable."),
-    out: Path = typer.Option(..., help="Summary JSON; a .md table and, per pair, a paired-difference .png are written beside it."),
+    out: Path = typer.Option(..., help="Summary JSON; a .md table (each instance's figures, then the means) and, per pair, a paired-difference .png are written beside it."),
     pair: list[str] = typer.Option(["seg,reg", "seg,none"], help="Methods A,B to compare per instance, repeatable."),
 ) -> None:
     """Mean and SD over base models and seeds of several CFT reports, and how often one method beats another."""

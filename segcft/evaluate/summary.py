@@ -151,7 +151,7 @@ def summarize_cft(
         "instances": listed, "methods": methods, "comparisons": comparisons,
     }
     write_json(summary, out)
-    _write_table(summary, Path(out).with_suffix(".md"))
+    _write_table(summary, list(instances.values()), Path(out).with_suffix(".md"))
     for comp in comparisons.values():
         diffs = {v: {LABELS.get(k, k): m["difference"]["values"] for k, m in metrics.items()} for v, metrics in comp["variables"].items()}
         paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, comp["figure"],
@@ -181,10 +181,29 @@ def _digits(metric: str) -> int:
     return 3 if metric == "locality" else 2
 
 
-def _write_table(summary: Mapping[str, Any], path: Path) -> None:
-    """Mean ± SD over instances per method and variable; per pair, the mean difference and the wins."""
+def _instance_rows(summary: Mapping[str, Any], instances: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each instance's own figures, one row per method, the variables side by side, so the spread behind a mean shows."""
+    variables = list(next(iter(summary["methods"].values()))["variables"]) if summary["methods"] else []
+    lines = ["Per instance (each cell: " + " / ".join(variables) + "; train ELBO in bold when within eps; lambda at the end):", "",
+             "| base model, seed | eps | method | do ~ test split | -25% | locality | drift % | train ELBO | lambda |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for inst in instances:
+        for m, e in sorted(inst["methods"].items(), key=lambda item: METHODS.index(item[0])):
+            per = [_metrics(e, v) for v in variables]
+            cells = [" / ".join(f"{p[k]:.{_digits(k)}f}" if k in p else "-" for p in per)
+                     for k in ("test distribution", "-25%", "locality", "off_target_drift_percent")]
+            elbo = f"{e['train_elbo_nats_per_dim']:.3f}"
+            lam = e.get("finetune", {}).get("lambda")
+            lines.append(f"| {Path(inst['generator_run']).name}, {inst['seed']} | {inst['eps']:.3f} | {m} | " + " | ".join(cells)
+                         + f" | {f'**{elbo}**' if e['within_eps'] else elbo} | {'-' if lam is None else f'{lam:.1f}'} |")
+    return lines
+
+
+def _write_table(summary: Mapping[str, Any], instances: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Per instance its figures; mean ± SD over instances per method and variable; per pair, the mean difference and the wins."""
     n = len(summary["instances"])
     lines = [f"{n} instance(s) (base model, seed): " + "; ".join(f"{i['generator_run']} seed {i['seed']}" for i in summary["instances"]),
+             "", *_instance_rows(summary, instances), "",
              f"Mean ± SD over instances; effectiveness is {summary['effectiveness_metric']}.", "",
              "| method | variable | do ~ test split | -25% | +25% | locality | off-target drift % |", "|---|---|---|---|---|---|---|"]
     for m, entry in summary["methods"].items():
