@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -13,10 +14,12 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from segcft.causal.parents import fit_parent_scm
 from segcft.causal.scm import training_parents
+from segcft.cft.engine import CFTTrainer
 from segcft.cft.factory import intervention_sampler, make_guide
 from segcft.data.datalist import load_datalist
 from segcft.data.phantom import make_phantom
 from segcft.engines.generator import ema_model
+from segcft.evaluate.cft import bench_cft, finetune
 from segcft.models import segmentor
 from segcft.utils import InputError
 
@@ -69,6 +72,19 @@ def make_setup(root: Path, modality: str, classes: int, model: dict) -> dict:
     return {"root": root, "data": data, "scm": scm, "overrides": overrides}
 
 
+@pytest.mark.parametrize("bundle", ["cxr_cft", "ccta_cft"])
+def test_bundle_defaults_are_the_benchmarks(bundle):
+    """A bundle run at its defaults fine-tunes like one method of `segcft bench cft` (the bundle READMEs say so)."""
+    config = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text(encoding="utf-8"))
+    same = ("steps", "lr", "warmup", "guide_weight", "lagrange_lr", "lagrange_init", "damping", "relative_targets", "eps_slack", "grad_clip")
+    keys = {k: k for k in same} | {"cft_ema_decay": "ema_decay"}
+    # bench_cft passes its own values to finetune, and finetune its own to the trainer
+    bench_first = {**{n: p.default for n, p in inspect.signature(CFTTrainer.__init__).parameters.items()},
+                   **{n: p.default for n, p in inspect.signature(finetune).parameters.items()},
+                   **{n: p.default for n, p in inspect.signature(bench_cft).parameters.items()}}
+    assert {k: config[k] for k in keys} == {k: bench_first[v] for k, v in keys.items()}
+
+
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory) -> dict:
     """Chest phantom; the generator's parents include the regional left_lung_lower_area, so pos-seg works."""
@@ -79,7 +95,7 @@ def cxr(tmp_path_factory) -> dict:
 def seg_cft(cxr) -> tuple[Path, dict]:
     """A Seg-CFT run of 2 steps, and its guide segmentor's weights after fine-tuning."""
     run = cxr["root"] / "seg_cft"
-    wf = run_workflow("cxr", "train.json", cxr, run, steps=2)
+    wf = run_workflow("cxr", "train.json", cxr, run, steps=2, cft_ema_decay=0.0)
     return run, wf.parser.get_parsed_content("guide_model").network.state_dict()
 
 
@@ -105,7 +121,7 @@ def test_seg_cft_fine_tunes_the_image_mechanism_only_and_keeps_the_guide(cxr, se
     assert {"model", "optimizer", "lr_scheduler", "lagrange", "sampler", "trainer"} <= set(resume) and resume["trainer"]["iteration"] == 2
     assert resume["lr_scheduler"]["last_epoch"] == 2  # the warm-up steps once per iteration
     assert list((seg_run / "eval" / "samples").glob("*.png")) and list((seg_run / "eval" / "tensorboard").iterdir())
-    # with cft_ema_decay 0 (the default) the stored model is the fine-tuned weights themselves
+    # with cft_ema_decay 0 the stored model is the fine-tuned weights themselves
     final = state(seg_run / "models" / "final.pt")
     assert all(torch.equal(final["model"][k], tuned[k]) for k in changed - {"n_averaged"}) and "cft_ema" in final
 
