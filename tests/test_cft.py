@@ -257,6 +257,8 @@ def test_lambda_can_start_in_force_but_not_below_zero(setup, tmp_path):
     with pytest.raises(InputError, match="lagrange_init must be >= 0"):
         bench_cft(tmp_path / "dl.json", tmp_path / "out.json", generator_run=tmp_path, segmentor_report=tmp_path / "s.json",
                   lagrange_init=-1.0)
+    with pytest.raises(InputError, match="lagrange_init must be >= 0"):  # the bundles build the multiplier directly
+        LagrangeMultiplier(init=-1.0)
 
 
 def test_positional_guide_regions_sum_to_the_structure(setup):

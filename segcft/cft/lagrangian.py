@@ -18,12 +18,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segcft.utils import InputError
+
+
+def check_init(init: float) -> None:
+    """Refuse a negative starting ``lambda``: it is clamped at 0, so it would silently start at 0."""
+    if init < 0:
+        raise InputError(f"lagrange_init must be >= 0 (lambda is clamped at 0), got {init}")
+
 
 class LagrangeMultiplier(nn.Module):
     """``lambda >= 0`` with its own ascent step."""
 
     def __init__(self, init: float = 0.0, lr: float = 0.01, damping: float = 10.0) -> None:
         super().__init__()
+        check_init(init)
         self.value = nn.Parameter(torch.tensor(float(init)))
         self.damping = damping
         self.optimizer = torch.optim.SGD([self.value], lr=lr, maximize=True)

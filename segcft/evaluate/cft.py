@@ -25,6 +25,7 @@ from segcft.causal.interventions import Intervention
 from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, train_regressor
 from segcft.cft.factory import make_guide, regional_variables, structure_variables
 from segcft.cft.guides import Guide
+from segcft.cft.lagrangian import check_init
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
@@ -281,8 +282,7 @@ def bench_cft(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise InputError(f"unknown CFT method(s) {sorted(unknown)}; known: {list(METHODS)}")
-    if lagrange_init < 0:
-        raise InputError(f"lagrange_init must be >= 0 (lambda is clamped at 0), got {lagrange_init}")
+    check_init(lagrange_init)  # before the models load, not at the first fine-tuning
     torch.manual_seed(seed)
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
