@@ -16,7 +16,7 @@ from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate.cft import finetune, region_change
-from segcft.evaluate.counterfactuals import EvalData, locality
+from segcft.evaluate.counterfactuals import EvalData, frechet_distance, locality
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
 from tests.conftest import run_python
@@ -33,12 +33,12 @@ def test_lambda_rises_while_the_elbo_exceeds_eps_and_never_goes_negative():
     for _ in range(3):
         lag.penalty(torch.tensor(5.0), eps=4.0).backward()  # ELBO above eps: violated
         lag.step()
-    high = float(lag.value)
+    high = float(lag.value.detach())
     assert high > 0
     for _ in range(50):
         lag.penalty(torch.tensor(3.0), eps=4.0).backward()  # satisfied: lambda falls, clamped at 0
         lag.step()
-    assert float(lag.value) == 0.0
+    assert float(lag.value.detach()) == 0.0
 
 
 def test_damping_acts_on_violations_only():
@@ -158,6 +158,23 @@ def test_locality_is_one_for_a_change_inside_the_mask_and_falls_outside():
     share = locality(x, x_cf, mask, dilation=2)
     assert share[0] == 1.0 and share[1] == 0.0
     assert locality(x, x, mask)[0] == 1.0
+
+
+def test_frechet_distance_on_hand_made_feature_sets():
+    # columns of a 4 x 4 Hadamard matrix: zero-mean, orthogonal, so each set's sample covariance is diagonal
+    hadamard = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64)[:, 1:]
+    a = hadamard * torch.tensor([1.0, 2.0, 3.0])
+    b = hadamard * torch.tensor([2.0, 2.0, 1.0]) + torch.tensor([1.0, 0.0, -2.0])
+    var_a, var_b = (a**2).sum(0) / 3, (b - b.mean(0)).pow(2).sum(0) / 3
+    # diagonal covariances: |mu_a - mu_b|^2 + sum (sd_a - sd_b)^2
+    expected = 1.0 + 4.0 + float(((var_a.sqrt() - var_b.sqrt()) ** 2).sum())
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-9)
+    # fewer cases than features (singular covariances): finite, >= 0, zero on itself up to rounding
+    few = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(few, few) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(few, few + 1.0) == pytest.approx(16.0, rel=1e-6)
+    assert frechet_distance(few, few * 2.0) > 0.1
 
 
 @pytest.fixture(scope="module")

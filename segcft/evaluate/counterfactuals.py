@@ -110,14 +110,20 @@ class Judge:
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets ``(N, D)``."""
-    from scipy import linalg
+    """Frechet distance between Gaussians fitted to two feature sets ``(N, D)``.
 
+    ``tr((C_a C_b)^(1/2))`` is taken from the eigenvalues of the symmetric ``C_a^(1/2) C_b C_a^(1/2)``,
+    which equal those of ``C_a C_b`` and are real and >= 0 for any pair of covariances, singular
+    ones included (fewer cases than features), where a general matrix square root is inaccurate.
+    """
     a64, b64 = a.double().numpy(), b.double().numpy()
     mu_a, mu_b = a64.mean(0), b64.mean(0)
-    cov_a, cov_b = np.cov(a64, rowvar=False), np.cov(b64, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+    cov_a, cov_b = np.atleast_2d(np.cov(a64, rowvar=False)), np.atleast_2d(np.cov(b64, rowvar=False))
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(w.clip(min=0.0))) @ v.T
+    cross = np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0.0)).sum()
+    # a squared distance: the square roots of rounding-level eigenvalues (~1e-7 of the trace) can take it below 0
+    return max(0.0, float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * cross))
 
 
 def in_support(scm: DeepSCM, name: str, values: torch.Tensor) -> torch.Tensor:
