@@ -21,6 +21,13 @@ Fast checks only: no training, no subprocess; the CLI is introspected in this pr
     ``<!-- BEGIN GENERATED name -->`` and ``<!-- END GENERATED name -->``, equal what this
     module generates now. After changing a command or a config, regenerate them with
     ``python tests/test_docs.py`` (inside the environment where segcft is installed).
+(e) Every ``segcft bench cft`` command in the docs whose ``--out`` report is kept in
+    ``docs/bench`` gives, parsed by the CLI under its current defaults, the settings that
+    report recorded: defaults change, and a command that leaves a setting to them must still
+    reproduce its figures. Commands are read from fenced ``bash`` blocks, with backslash
+    continuations joined, ``NAME="..."`` assignments and ``for v in ...; do ... done`` loops
+    expanded; a ``...`` stands for the previous command's inputs (``--data``, ``--generator``,
+    ``--segmentors``, ``--config-file``, ``--set``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -393,6 +401,95 @@ def write_sections() -> list[str]:
 def test_generated_sections_are_current():
     stale = stale_sections()
     assert not stale, f"generated documentation is out of date or missing: {stale}; run `python tests/test_docs.py`"
+
+
+# --------------------------------------------------------------------------- (e) bench cft commands
+
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$")
+FOR_LOOP = re.compile(r"^for (\w+) in ([^;]+); do$")
+INPUTS = ("--data", "--generator", "--segmentors", "--config-file", "--set")
+#: settings of reports written before the option existed: the behaviour the code had then
+IMPLIED = {"relative_targets": False, "ema_decay": 0.0, "lagrange_init": 0.0}
+SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "damping", "lagrange_init", "relative_targets", "ema_decay",
+            "eps_slack", "regressor_epochs", "seed")
+
+
+def expand(line: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), line)
+
+
+def bench_cft_commands(text: str) -> list[list[str]]:
+    """The argument lists (after ``segcft bench cft``) of the commands in a Markdown text's bash blocks."""
+    commands: list[list[str]] = []
+    for block in BASH_BLOCK.findall(text):
+        variables: dict[str, str] = {}
+        inputs: list[str] = []
+        loop: tuple[str, list[str]] | None = None
+        for raw in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = raw.strip()
+            if m := FOR_LOOP.match(line):
+                loop = (m.group(1), m.group(2).split())
+                continue
+            if line == "done":
+                loop = None
+                continue
+            if m := ASSIGNMENT.match(line):
+                variables[m.group(1)] = shlex.split(expand(m.group(2), variables))[0]
+                continue
+            if not line.startswith("segcft bench cft "):
+                continue
+            for value in loop[1] if loop else [None]:
+                scope = {**variables, loop[0]: value} if loop else variables
+                args = shlex.split(expand(line, scope))[3:]
+                if "..." in args:
+                    i = args.index("...")
+                    args = args[:i] + inputs + args[i + 1:]
+                inputs = [a for k, v in zip(args, args[1:]) if k in INPUTS for a in (k, v)]
+                commands.append(args)
+    return commands
+
+
+def test_bench_cft_commands_give_their_reports_settings():
+    import typer.main
+
+    from segcft.cli.main import app
+
+    cft = typer.main.get_command(app).commands["bench"].commands["cft"]
+    checked, wrong = 0, []
+    for path in markdown_files():
+        for args in bench_cft_commands(path.read_text(encoding="utf-8")):
+            params = cft.make_context("cft", list(args)).params
+            report_path = DOCS / "bench" / Path(params["out"]).name
+            if not report_path.exists():
+                continue
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            recorded = {**IMPLIED, **{k: report[k] for k in SETTINGS if k in report}}
+            differ = {k: (params[k], v) for k, v in recorded.items() if params[k] != v}
+            if set(params["methods"].split(",")) != set(report["methods"]):
+                differ["methods"] = (params["methods"], sorted(report["methods"]))
+            if differ:
+                wrong.append(f"{path.name}: {report_path.name}: (command, report) {differ}")
+            checked += 1
+    assert checked >= 20, f"only {checked} bench cft commands found: is the parser still reading the docs?"
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_command_reader_expands_variables_loops_and_ellipses():
+    text = """```bash
+C="--data d.json --segmentors s.json"
+for s in 1 2; do
+  segcft bench cft $C --generator g$s \\
+      --steps 9 --out runs/bench/x$s.json
+done
+segcft bench cft ... --methods seg --out y.json
+```
+"""
+    assert bench_cft_commands(text) == [
+        ["--data", "d.json", "--segmentors", "s.json", "--generator", "g1", "--steps", "9", "--out", "runs/bench/x1.json"],
+        ["--data", "d.json", "--segmentors", "s.json", "--generator", "g2", "--steps", "9", "--out", "runs/bench/x2.json"],
+        ["--data", "d.json", "--segmentors", "s.json", "--generator", "g2", "--methods", "seg", "--out", "y.json"],
+    ]
 
 
 if __name__ == "__main__":

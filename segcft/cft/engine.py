@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 from segcft.causal.scm import DeepSCM
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
+from segcft.cft.recipe import RECIPE
 from segcft.cft.sampling import InterventionSampler
 from segcft.engines.distributed import average_gradients, mean_over_ranks
 from segcft.engines.generator import batch_tensors, clip_or_skip
@@ -82,10 +83,10 @@ class CFTTrainer(Trainer):
         lagrange: LagrangeMultiplier,
         eps: float,
         ema: AveragedModel | None = None,
-        grad_clip: float = 200.0,
+        grad_clip: float = RECIPE.grad_clip,
         grad_skip: float = math.inf,
-        guide_weight: float = 1.0,
-        relative_targets: bool = False,
+        guide_weight: float = RECIPE.guide_weight,
+        relative_targets: bool = RECIPE.relative_targets,
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
     ) -> None:

@@ -26,6 +26,7 @@ from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, 
 from segcft.cft.factory import make_guide, regional_variables, structure_variables
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import check_init
+from segcft.cft.recipe import RECIPE
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
@@ -50,8 +51,9 @@ def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.uti
 
 def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
-    batch_size: int = 16, lagrange_lr: float = 0.1, damping: float = 10.0, lagrange_init: float = 0.0, warmup: int = 20,
-    guide_weight: float = 50.0, relative_targets: bool = False, ema_decay: float = 0.0, desc: str = "CFT", trace_every: int = 25,
+    batch_size: int = RECIPE.batch_size, lagrange_lr: float = RECIPE.lagrange_lr, damping: float = RECIPE.damping,
+    lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
+    relative_targets: bool = RECIPE.relative_targets, ema_decay: float = RECIPE.ema_decay, desc: str = "CFT", trace_every: int = 25,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
 
@@ -62,8 +64,7 @@ def finetune(
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
     otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
     ends as the exponential moving average of the fine-tuned weights (no warm-up: it starts
-    at the pre-trained ones); on JSRT that halved Seg-CFT's ELBO excess over eps and cost
-    effectiveness, because the average lags the guide (docs/results.md).
+    at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`.
     """
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01)
@@ -261,15 +262,15 @@ def bench_cft(
     generator_run: str | os.PathLike,
     segmentor_report: str | os.PathLike,
     methods: Sequence[str] = METHODS,
-    steps: int = 300,
-    lr: float = 1e-4,
-    guide_weight: float = 50.0,
-    lagrange_lr: float = 0.1,
-    damping: float = 10.0,
-    lagrange_init: float = 0.0,
-    relative_targets: bool = False,
-    ema_decay: float = 0.0,
-    eps_slack: float = 0.02,
+    steps: int = RECIPE.steps,
+    lr: float = RECIPE.lr,
+    guide_weight: float = RECIPE.guide_weight,
+    lagrange_lr: float = RECIPE.lagrange_lr,
+    damping: float = RECIPE.damping,
+    lagrange_init: float = RECIPE.lagrange_init,
+    relative_targets: bool = RECIPE.relative_targets,
+    ema_decay: float = RECIPE.ema_decay,
+    eps_slack: float = RECIPE.eps_slack,
     regressor_epochs: int = 40,
     device: str = "cpu",
     seed: int = 0,
