@@ -251,7 +251,12 @@ def reversibility_error(scm: DeepSCM, data: EvalData, names: Sequence[str], pct:
 
 
 def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Sequence[str], modality: str, size: int) -> dict:
-    """Mean abs pixel error (in ``[-1, 1]`` units) against the true counterfactual, and of not changing ``x``."""
+    """Mean abs pixel error (in ``[-1, 1]`` units) against the true counterfactual, and of not changing ``x``.
+
+    ``unchanged_mae`` is also the size of the true change, ``mean |x_true - x|``; with the size
+    of the model's own change, ``model_change`` = ``mean |x* - x|``, a large ``model_mae`` reads
+    as a change too large (``model_change`` well above it) or in the wrong place (about equal).
+    """
     if data.noise is None:
         raise InputError("ground truth needs a phantom datalist (items with 'noise')")
     report = {}
@@ -269,6 +274,7 @@ def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Se
             entry[f"{pct:+.0f}%"] = {
                 "model_mae": round(float((model - true_t).abs().mean()), 5),
                 "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
+                "model_change": round(float((model - sub.images).abs().mean()), 5),
                 "n": len(idx),
             }
         report[name] = entry
