@@ -161,7 +161,8 @@ def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
     assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     truth = report["ground_truth"]["heart_area"]["+25%"]
-    assert set(truth) == {"model_mae", "unchanged_mae", "model_change", "n"}
+    assert set(truth) == {"model_mae", "unchanged_mae", "model_change", "true_locality", "model_locality", "n"}
+    assert 0 <= truth["true_locality"] <= 1 and 0 <= truth["model_locality"] <= 1
     # |x* - x_true| <= |x* - x| + |x - x_true| pixel by pixel, so for the means too (5-decimal rounding aside)
     assert truth["model_mae"] <= truth["model_change"] + truth["unchanged_mae"] + 2e-5
     assert truth["model_change"] <= truth["model_mae"] + truth["unchanged_mae"] + 2e-5

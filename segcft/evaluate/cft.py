@@ -251,7 +251,9 @@ def measure_model(
     if regional:
         entry["positional"] = positional(scm, data, judge, regional, metric)
     if "phantom" in datalist:
-        entry["ground_truth"] = cfe.ground_truth_error(scm, data, phantom_from_datalist(datalist), list(structure_of), modality, size)
+        entry["ground_truth"] = cfe.ground_truth_error(
+            scm, data, phantom_from_datalist(datalist), structure_of, judge.structures, modality, size
+        )
     return entry
 
 

@@ -250,17 +250,23 @@ def reversibility_error(scm: DeepSCM, data: EvalData, names: Sequence[str], pct:
     return report
 
 
-def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Sequence[str], modality: str, size: int) -> dict:
+def ground_truth_error(
+    scm: DeepSCM, data: EvalData, phantom: Phantom, structure_of: Mapping[str, str], structures: Mapping[str, int],
+    modality: str, size: int,
+) -> dict:
     """Mean abs pixel error (in ``[-1, 1]`` units) against the true counterfactual, and of not changing ``x``.
 
     ``unchanged_mae`` is also the size of the true change, ``mean |x_true - x|``; with the size
     of the model's own change, ``model_change`` = ``mean |x* - x|``, a large ``model_mae`` reads
     as a change too large (``model_change`` well above it) or in the wrong place (about equal).
+    ``true_locality`` and ``model_locality`` say where each change lies: the share of it inside
+    the factual target structure dilated as for :func:`locality`. The truth's share is what a
+    perfect counterfactual scores on that measure (a child structure's change lies outside).
     """
     if data.noise is None:
         raise InputError("ground truth needs a phantom datalist (items with 'noise')")
     report = {}
-    for name in names:
+    for name, structure in structure_of.items():
         entry = {}
         for pct in (-25.0, 25.0):
             target = Intervention(name, "percent", pct).apply(data.parents[name])
@@ -271,10 +277,13 @@ def ground_truth_error(scm: DeepSCM, data: EvalData, phantom: Phantom, names: Se
             true_t = true_counterfactuals(phantom, data, idx, name, target, modality, size)
             sub = subset(data, ok)
             model = counterfactual_images(scm, sub, {name: target[ok]})
+            mask = sub.labels == structures[structure]
             entry[f"{pct:+.0f}%"] = {
                 "model_mae": round(float((model - true_t).abs().mean()), 5),
                 "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
                 "model_change": round(float((model - sub.images).abs().mean()), 5),
+                "true_locality": round(float(locality(sub.images, true_t, mask).mean()), 4),
+                "model_locality": round(float(locality(sub.images, model, mask).mean()), 4),
                 "n": len(idx),
             }
         report[name] = entry

@@ -159,7 +159,9 @@ def bench_generator(
         "effectiveness": cfe.effectiveness(scm, data, judge, structure_of, metric, seed),
     })
     if "phantom" in dl:
-        report["ground_truth"] = cfe.ground_truth_error(scm, data, phantom_from_datalist(dl), list(structure_of), modality, size)
+        report["ground_truth"] = cfe.ground_truth_error(
+            scm, data, phantom_from_datalist(dl), structure_of, judge.structures, modality, size
+        )
     report["counterfactual_images_per_second"] = cfe.images_per_second(
         lambda: len(cfe.counterfactual_images(scm, data, {})), repeats=2
     )
