@@ -16,7 +16,7 @@ from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate.cft import finetune, region_change
-from segcft.evaluate.counterfactuals import EvalData, frechet_distance, locality
+from segcft.evaluate.counterfactuals import EvalData, frechet_distance, locality, relabelled_share
 from segcft.models import segmentor
 from monai.networks.nets import Regressor
 from tests.conftest import run_python
@@ -158,6 +158,21 @@ def test_locality_is_one_for_a_change_inside_the_mask_and_falls_outside():
     share = locality(x, x_cf, mask, dilation=2)
     assert share[0] == 1.0 and share[1] == 0.0
     assert locality(x, x, mask)[0] == 1.0
+
+
+def test_relabelled_share_splits_moved_boundaries_from_repainting():
+    x = torch.zeros(3, 1, 8, 8)
+    before = torch.zeros(3, 4, 4, dtype=torch.long)  # the judge's label maps, at half the images' size
+    before[:, :2] = 1
+    after = before.clone()
+    after[:, 2] = 1  # the structure grows by one judged row: image rows 4 and 5
+    x_cf = x.clone()
+    x_cf[0, 0, 4:6] = -0.5  # all of the change where the label moved
+    x_cf[1, 0, 0:2] = 0.5  # all of it where the structure stays: repainting
+    x_cf[2, 0, 4:6], x_cf[2, 0, 6:8] = 0.3, 0.1  # 3/4 of it on the moved rows
+    share = relabelled_share(x, x_cf, before, after)
+    assert share.tolist() == pytest.approx([1.0, 0.0, 0.75])
+    assert relabelled_share(x, x, before, before)[0] == 1.0
 
 
 def test_frechet_distance_on_hand_made_feature_sets():
@@ -332,7 +347,16 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         held = entry["locality"]["heart_area"]["held"]
         assert "left_lung" not in held and "right_lung" in held and "heart" not in held
         assert entry["within_eps"] == (entry["train_elbo_nats_per_dim"] <= report["eps"])
+        truth = entry["ground_truth"]["heart_area"]["-25%"]
+        assert all(0 <= truth[k] <= 1 for k in ("true_relabelled", "model_relabelled", "dice_unchanged", "dice_model"))
+        assert ("guide_agreement" in entry) == (method != "none")
         if method != "none":
+            # requested: -25% on the target, the flows' change on its child, nothing on the rest
+            agree = entry["guide_agreement"]["heart_area"]["-25%"]
+            assert agree["heart_area"]["requested"] == pytest.approx(-25.0, abs=0.01)
+            assert agree["right_lung_area"]["requested"] == pytest.approx(0.0, abs=0.01)
+            assert agree["left_lung_area"]["requested"] != pytest.approx(0.0, abs=0.01)
+            assert set(agree["heart_area"]) == {"requested", "guide", "judge"}
             assert entry["finetune"]["lambda"] >= 0 and entry["finetune_seconds"] > 0
             trace = entry["finetune"]["trace"]  # 2 steps: one window, ending at the last step, whose output it averages
             assert trace["step"] == [2] and trace["lambda"] == [entry["finetune"]["lambda"]]

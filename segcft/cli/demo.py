@@ -135,7 +135,7 @@ def _run(
             "dose_response": {GRID_DO: dose_response(scm, test, judge, GRID_DO, structure_of[GRID_DO])},
         }
         if phantom is not None:
-            entry["ground_truth"] = cfe.ground_truth_error(scm, test, phantom, structure_of, structures, modality, size)
+            entry["ground_truth"] = cfe.ground_truth_error(scm, test, phantom, structure_of, judge, modality, size)
         results[name] = entry
     figures = out / "figures"
     grid = _grid(models, test, phantom, modality, size, figures / "counterfactuals.png")

@@ -28,7 +28,7 @@ from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import check_init
 from segcft.cft.recipe import RECIPE
 from segcft.data.datalist import load_datalist, structures_of
-from segcft.data.phantom import phantom_from_datalist
+from segcft.data.phantom import Phantom, phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.evaluate import counterfactuals as cfe
 from segcft.engines.generator import ema_model
@@ -156,6 +156,51 @@ def locality_and_drift(
     return report
 
 
+def guide_agreement(
+    scm, data: cfe.EvalData, guide: Guide, judge: cfe.Judge, structure_of: Mapping[str, str], pcts: Sequence[float] = (-25.0, 25.0),
+    batch_size: int = 32,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """For ``do(v *= 1 + pct%)``: each structure's mean change (%) from ``x`` to ``x*``, requested and as measured.
+
+    The guide's measure is what fine-tuning optimised; the judge's is independent. Where the
+    two part, the counterfactual satisfies the network that guided it more than it changes the
+    structure (METHOD.md section 4: a generator can learn to fool its guide).
+    """
+    names = [v for v in structure_of if v in guide.variables]
+    device = next(guide.parameters()).device
+
+    def guided(images: torch.Tensor, factual: torch.Tensor, spacing: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                sl = slice(start, start + batch_size)
+                parts.append(guide.measure(images[sl].to(device), spacing[sl].to(device), factual[sl].to(device)))
+        return {v: torch.cat([part[v] for part in parts]).cpu() for v in names}
+
+    report: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for name in names:
+        for pct in pcts:
+            found = relative_counterfactuals(scm, data, name, pct)
+            if found is None:
+                continue
+            sub, target, images = found
+            with torch.no_grad():
+                pa_cf = scm.parents.counterfactual({k: v.to(scm.cond_mean.device) for k, v in sub.parents.items()},
+                                                   {name: target.to(scm.cond_mean.device)})
+            g0, g1 = guided(sub.images, sub.images, sub.spacing), guided(images, sub.images, sub.spacing)
+            j0, j1 = judge.areas(sub.images, sub.spacing), judge.areas(images, sub.spacing)
+
+            def change(after: torch.Tensor, before: torch.Tensor) -> float:
+                return round(float((100 * (after / before.clamp(min=1e-6) - 1)).mean()), 2)
+
+            report.setdefault(name, {})[f"{pct:+.0f}%"] = {
+                v: {"requested": change(pa_cf[v].cpu(), sub.parents[v]), "guide": change(g1[v], g0[v]),
+                    "judge": change(j1[structure_of[v]], j0[structure_of[v]])}
+                for v in names
+            }
+    return report
+
+
 def realism(scm, data: cfe.EvalData, judge: cfe.Judge, names: Sequence[str], seed: int) -> float:
     """Frechet distance between real test images and their counterfactuals (values drawn from the test split)."""
     feats = []
@@ -232,10 +277,12 @@ def positional(
 
 
 def measure_model(
-    scm, datalist: Mapping, data: cfe.EvalData, judge: cfe.Judge, modality: str, size: int, seed: int = 0
+    scm, datalist: Mapping, data: cfe.EvalData, judge: cfe.Judge, modality: str, size: int, seed: int = 0,
+    guide: Guide | None = None,
 ) -> dict[str, Any]:
     """Every measure of one (fine-tuned) generator on ``data``: ELBO, composition, reversibility,
-    effectiveness, locality and drift, realism, and positional and ground-truth errors where they apply."""
+    effectiveness, locality and drift, realism, positional and ground-truth errors where they apply,
+    and with the ``guide`` it was fine-tuned against, how far guide and judge agree."""
     scm.eval()
     structure_of = structure_variables(datalist, scm.variables)
     regional = regional_variables(datalist, scm.variables)
@@ -252,8 +299,10 @@ def measure_model(
         entry["positional"] = positional(scm, data, judge, regional, metric)
     if "phantom" in datalist:
         entry["ground_truth"] = cfe.ground_truth_error(
-            scm, data, phantom_from_datalist(datalist), structure_of, judge.structures, modality, size
+            scm, data, phantom_from_datalist(datalist), structure_of, judge, modality, size
         )
+    if guide is not None:  # last: it draws no random numbers, but keeps the measures above as they were
+        entry["guide_agreement"] = guide_agreement(scm, data, guide, judge, structure_of)
     return entry
 
 
@@ -320,6 +369,7 @@ def bench_cft(
     for method in methods:
         scm = copy.deepcopy(base.module)
         entry: dict[str, Any] = {}
+        guide = None
         if method != "none":
             guide = make_guide(
                 method, dl, variables,
@@ -335,12 +385,13 @@ def bench_cft(
         # The constraint is on the training split's ELBO, so that is where it is judged.
         entry["train_elbo_nats_per_dim"] = round(elbo_bound(scm, shuffled_loader(train, 32, seed), 0.0, seed), 5)
         entry["within_eps"] = entry["train_elbo_nats_per_dim"] <= eps
-        entry.update(measure_model(scm, dl, test, judge, modality, size, seed))
+        entry.update(measure_model(scm, dl, test, judge, modality, size, seed, guide))
         report["methods"][method] = entry
         models[method] = scm
     write_json(report, out)
     _write_table(report, Path(out).with_suffix(".md"))
-    _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases)
+    phantom = phantom_from_datalist(dl) if "phantom" in dl else None
+    _write_figure(models, test, structure_of, Path(out).with_suffix(".png"), figure_cases, phantom, modality, size)
     traces = method_traces(report)
     if traces:
         cft_curves(traces, eps, curves_path(out))
@@ -387,17 +438,26 @@ def _write_table(report: Mapping[str, Any], path: Path) -> None:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _write_figure(models: Mapping[str, Any], data: cfe.EvalData, structure_of: Mapping[str, str], path: Path, cases: int) -> None:
-    """Rows: cases; columns: the original, then each method's counterfactual of the same do() with its difference."""
+def _write_figure(
+    models: Mapping[str, Any], data: cfe.EvalData, structure_of: Mapping[str, str], path: Path, cases: int,
+    phantom: Phantom | None = None, modality: str = "cxr", size: int = 64,
+) -> None:
+    """Rows: cases; columns: the original, then each method's counterfactual of the same do() with its
+    difference, and on a phantom the true counterfactual last."""
     name = next(iter(structure_of))
     target = Intervention(name, "percent", -25.0).apply(data.parents[name])
     ok = torch.ones(len(data), dtype=torch.bool)
     for scm in models.values():
         ok &= cfe.in_support(scm, name, target)
-    sub = cfe.subset(data, ok)
-    n = min(cases, len(sub))
-    sub = cfe.subset(sub, torch.arange(len(sub)) < n)
-    cfs = {m: cfe.counterfactual_images(scm, sub, {name: target[ok][:n]}) for m, scm in models.items()}
+    if phantom is not None:
+        lo, hi = phantom.support[name]
+        ok &= (target >= lo) & (target <= hi)
+    idx = torch.nonzero(ok).flatten()[:cases]
+    sub = cfe.subset(data, torch.isin(torch.arange(len(data)), idx))
+    n = len(idx)
+    cfs = {m: cfe.counterfactual_images(scm, sub, {name: target[idx]}) for m, scm in models.items()}
+    if phantom is not None:
+        cfs["true (phantom)"] = cfe.true_counterfactuals(phantom, data, idx.tolist(), name, target, modality, size)
     rows = [{"label": sub.cases[i], "original": sub.images[i, 0].numpy(),
-             "counterfactuals": {m: cfs[m][i, 0].numpy() for m in models}} for i in range(n)]
+             "counterfactuals": {m: images[i, 0].numpy() for m, images in cfs.items()}} for i in range(n)]
     counterfactual_grid(rows, path, title=f"do({name} = -25%)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.metrics import compute_dice
 
 from segcft.causal.interventions import Intervention
 from segcft.causal.scm import DeepSCM
@@ -74,20 +75,22 @@ class Judge:
         self.size = size
 
     @torch.no_grad()
-    def areas(self, images: torch.Tensor, spacing: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
-        """Hard areas in mm^2 of each structure; images are resized to the judge's size first."""
+    def labels(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """Label maps ``(B, size, size)`` on the CPU; images are resized to the judge's size first."""
         device = next(self.network.parameters()).device
-        out: dict[str, list[torch.Tensor]] = {s: [] for s in self.structures}
+        parts = []
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device)
-            factor = x.shape[-1] / self.size
             if x.shape[-1] != self.size:
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            labels = self.network(x).argmax(1)
-            sp = spacing[start : start + batch_size].to(device) * factor
-            for name, area in hard_areas(labels, self.structures, sp).items():
-                out[name].append(area["mm2"].cpu())
-        return {name: torch.cat(v) for name, v in out.items()}
+            parts.append(self.network(x).argmax(1).cpu())
+        return torch.cat(parts)
+
+    def areas(self, images: torch.Tensor, spacing: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """Hard areas in mm^2 of each structure, on the judge's label maps (spacing scaled to its size)."""
+        factor = images.shape[-1] / self.size
+        areas = hard_areas(self.labels(images, batch_size), self.structures, spacing.cpu() * factor)
+        return {name: area["mm2"] for name, area in areas.items()}
 
 
     @torch.no_grad()
@@ -198,6 +201,22 @@ def locality(x: torch.Tensor, x_cf: torch.Tensor, mask: torch.Tensor, dilation: 
     return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
 
 
+def relabelled_share(x: torch.Tensor, x_cf: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of ``|x* - x|`` on pixels whose label differs between ``before`` and ``after``.
+
+    The label maps ``(B, h, w)`` may be coarser or finer than the images (the judge's size): they
+    are resampled to the images' size (nearest). A change that only moves boundaries scores 1; a
+    change of intensity where every pixel keeps its structure scores 0; an unchanged image 1.
+    """
+    moved = (before != after).float()[:, None]
+    if moved.shape[-1] != x.shape[-1]:
+        moved = F.interpolate(moved, size=tuple(x.shape[-2:]), mode="nearest")
+    change = (x_cf - x).abs()
+    total = change.flatten(1).sum(1)
+    on_moved = (change * moved).flatten(1).sum(1)
+    return torch.where(total > 0, on_moved / total.clamp(min=1e-12), torch.ones_like(total))
+
+
 def noise_floor(data: EvalData, judge: Judge, structure_of: Mapping[str, str], metric: str) -> dict[str, float]:
     """The judge's own error on the factual images against the recorded parents."""
     measured = judge.areas(data.images, data.spacing)
@@ -251,8 +270,7 @@ def reversibility_error(scm: DeepSCM, data: EvalData, names: Sequence[str], pct:
 
 
 def ground_truth_error(
-    scm: DeepSCM, data: EvalData, phantom: Phantom, structure_of: Mapping[str, str], structures: Mapping[str, int],
-    modality: str, size: int,
+    scm: DeepSCM, data: EvalData, phantom: Phantom, structure_of: Mapping[str, str], judge: Judge, modality: str, size: int,
 ) -> dict:
     """Mean abs pixel error (in ``[-1, 1]`` units) against the true counterfactual, and of not changing ``x``.
 
@@ -262,6 +280,12 @@ def ground_truth_error(
     ``true_locality`` and ``model_locality`` say where each change lies: the share of it inside
     the factual target structure dilated as for :func:`locality`. The truth's share is what a
     perfect counterfactual scores on that measure (a child structure's change lies outside).
+
+    The judge's label maps say whether a change moves structures or repaints them:
+    ``true_relabelled`` and ``model_relabelled`` are the shares of each change on pixels whose
+    judged label it changes (the truth's is near 1: the phantom only moves boundaries), and
+    ``dice_unchanged`` and ``dice_model`` the Dice of the target structure's judged mask on
+    ``x`` and on ``x*`` against its judged mask on the true counterfactual.
     """
     if data.noise is None:
         raise InputError("ground truth needs a phantom datalist (items with 'noise')")
@@ -277,13 +301,19 @@ def ground_truth_error(
             true_t = true_counterfactuals(phantom, data, idx, name, target, modality, size)
             sub = subset(data, ok)
             model = counterfactual_images(scm, sub, {name: target[ok]})
-            mask = sub.labels == structures[structure]
+            mask = sub.labels == judge.structures[structure]
+            judged = {k: judge.labels(v) for k, v in (("x", sub.images), ("model", model), ("true", true_t))}
+            label = judge.structures[structure]
             entry[f"{pct:+.0f}%"] = {
                 "model_mae": round(float((model - true_t).abs().mean()), 5),
                 "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
                 "model_change": round(float((model - sub.images).abs().mean()), 5),
                 "true_locality": round(float(locality(sub.images, true_t, mask).mean()), 4),
                 "model_locality": round(float(locality(sub.images, model, mask).mean()), 4),
+                "true_relabelled": round(float(relabelled_share(sub.images, true_t, judged["x"], judged["true"]).mean()), 4),
+                "model_relabelled": round(float(relabelled_share(sub.images, model, judged["x"], judged["model"]).mean()), 4),
+                "dice_unchanged": round(float(_dice(judged["x"] == label, judged["true"] == label).mean()), 4),
+                "dice_model": round(float(_dice(judged["model"] == label, judged["true"] == label).mean()), 4),
                 "n": len(idx),
             }
         report[name] = entry
@@ -309,6 +339,11 @@ def true_counterfactuals(
             phantom.write_image(image, path, data.cases[i], parents)
             true.append(torch.as_tensor(pipeline({"image": str(path)})["image"]))
     return torch.stack(true).float()
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image, the Dice of two boolean masks ``(B, H, W)``; two empty masks agree (1)."""
+    return compute_dice(a[:, None].float(), b[:, None].float(), include_background=True, ignore_empty=False)[:, 0]
 
 
 def _in_phantom_support(phantom: Phantom, name: str, values: torch.Tensor) -> torch.Tensor:
@@ -365,6 +400,7 @@ __all__ = [
     "load_split",
     "locality",
     "noise_floor",
+    "relabelled_share",
     "reversibility_error",
     "subset",
     "test_elbo",

@@ -160,7 +160,7 @@ def bench_generator(
     })
     if "phantom" in dl:
         report["ground_truth"] = cfe.ground_truth_error(
-            scm, data, phantom_from_datalist(dl), structure_of, judge.structures, modality, size
+            scm, data, phantom_from_datalist(dl), structure_of, judge, modality, size
         )
     report["counterfactual_images_per_second"] = cfe.images_per_second(
         lambda: len(cfe.counterfactual_images(scm, data, {})), repeats=2
