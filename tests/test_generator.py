@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -82,6 +83,27 @@ def test_parent_counterfactual_semantics(scm_and_batch):
         assert torch.equal(child.parents[ancestor], pa[ancestor])
     assert torch.allclose(child.parents["left_lung_area"], pa["left_lung_area"] * 0.9)
     assert (child.image - x).abs().max() > 0  # the image responds to the parents
+
+
+def test_mediated_latents_keep_the_null_intervention_and_follow_the_prior(scm_and_batch):
+    scm, x, pa = scm_and_batch
+    scm = copy.deepcopy(scm)
+    for block in scm.image.dec_blocks:  # a trained prior depends on the parents; a fresh one starts at N(0, 1)
+        if block.z_dim:
+            torch.nn.init.normal_(block.prior.net[-1].weight, std=0.1)
+    cond = scm.condition(pa)
+    with torch.no_grad():
+        fixed = scm.image.abduct_latents(x, cond, use_mean=True)
+        zs, same = scm.image.mediated_latents(x, cond, cond, use_mean=True)
+        _, moved = scm.image.mediated_latents(x, cond, cond + 1.0, use_mean=True)
+    pairs = [(a, b, c, d) for a, b, c, d in zip(fixed, zs, same, moved) if a is not None]
+    assert pairs and all(torch.equal(a, b) and torch.allclose(b, c, atol=1e-5) for a, b, c, _ in pairs)  # posterior; z* = z at pa* = pa
+    assert any(not torch.allclose(b, d) for _, b, _, d in pairs)  # other parents move the latents through the prior
+    scm.latents = "mediated"
+    with torch.no_grad():
+        null = scm.counterfactual(x, pa, {})
+        cf = scm.counterfactual(x, pa, ["heart_area=*1.05"])
+    assert (null.image - x).abs().max() < 1e-4 and (cf.image - x).abs().max() > 0
 
 
 def test_counterfactual_passes_gradients_to_the_image_mechanism(scm_and_batch):

@@ -78,7 +78,7 @@ def tiny(tmp_path_factory) -> Tiny:
         optimizer.step()
     net.eval()
     config = {"modality": "cxr", "image_size": 32, "variables": variables, "graph": dl["graph"], "log_vars": LOG_VARS,
-              "preset": "cpu32", "stages": STAGES}
+              "preset": "cpu32", "stages": STAGES, "latents": "fixed"}
     package = save_model_package(root / "package", scm, config=config, datalist=dl, segmentor_net=net,
                                  segmentor_entry=SEGMENTOR_ENTRY, provenance={"method": "none", "seed": 0})
     torch.set_num_threads(threads)
@@ -123,6 +123,23 @@ def test_package_round_trip_gives_the_same_model(tiny):
     for name in pkg.measured_variables:  # the briefly trained segmentor is within 20 % of the truth
         assert torch.allclose(measured[name], pa[name], rtol=0.2), name
     assert torch.equal(measured["age"], torch.full((4,), manifest["defaults"]["age"]))
+
+
+def test_the_manifest_says_how_counterfactuals_treat_the_latents(tiny, tmp_path):
+    shutil.copytree(tiny.package, tmp_path / "pkg")
+    manifest_path = tmp_path / "pkg" / "segcft_model.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    assert manifest["latents"] == "fixed" and load_model_package(tmp_path / "pkg").scm.latents == "fixed"
+    manifest["latents"] = "mediated"
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert load_model_package(tmp_path / "pkg").scm.latents == "mediated"
+    del manifest["latents"]  # a package written before the choice existed: its counterfactuals held the latents fixed
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert load_model_package(tmp_path / "pkg").scm.latents == "fixed"
+    manifest["latents"] = "sampled"
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(InputError, match="latents must be one of"):
+        load_model_package(tmp_path / "pkg")
 
 
 def test_regional_variables_are_measured_on_the_segmentors_partition(tiny, tmp_path):

@@ -24,6 +24,10 @@ from segcft.models.hvae import ConditionalHVAE, hvae_config
 from segcft.utils import InputError
 
 
+#: How a counterfactual treats the image's latents (see :class:`DeepSCM`).
+LATENTS = ("fixed", "mediated")
+
+
 @dataclass
 class Counterfactual:
     """Counterfactual images ``(B, C, H, W)`` and parents; with particles, their per-pixel variance."""
@@ -37,7 +41,11 @@ class DeepSCM(nn.Module):
     """Parents ``pa`` (a DAG of flows) and image ``x = g(pa, z, u_x)`` (a conditional HVAE).
 
     ``variables`` is the order in which the image mechanism sees its parents; each is
-    standardised with ``cond_stats`` (on the log scale for ``log_vars``).
+    standardised with ``cond_stats`` (on the log scale for ``log_vars``). ``latents`` says how a
+    counterfactual treats the image's latents: ``"fixed"`` decodes the abducted ``z`` as it is
+    (METHOD.md section 2); ``"mediated"`` moves them with the parents through the conditional
+    prior (:meth:`~segcft.models.hvae.DecoderBlock.mediate`), as the reference implementation
+    does with a conditional prior.
     """
 
     def __init__(
@@ -48,8 +56,12 @@ class DeepSCM(nn.Module):
         cond_stats: Mapping[str, tuple[float, float]],
         support: Mapping[str, tuple[float, float]],
         log_vars: Sequence[str] = (),
+        latents: str = "fixed",
     ) -> None:
         super().__init__()
+        if latents not in LATENTS:
+            raise InputError(f"latents must be one of {list(LATENTS)}, got {latents!r}")
+        self.latents = latents
         self.parents = parents
         self.image = image
         self.variables = list(variables)
@@ -112,10 +124,13 @@ class DeepSCM(nn.Module):
         cond, cond_cf = self.condition(pa), self.condition(pa_cf)
         images = []
         for _ in range(max(1, particles)):
-            zs = self.image.abduct_latents(x, cond, use_mean=use_mean)
+            if self.latents == "mediated":
+                zs, zs_cf = self.image.mediated_latents(x, cond, cond_cf, use_mean=use_mean)
+            else:
+                zs = zs_cf = self.image.abduct_latents(x, cond, use_mean=use_mean)
             loc, log_scale = self.image.decode(zs, cond)
             u = (x - loc) / torch.exp(log_scale)
-            loc_cf, log_scale_cf = self.image.decode(zs, cond_cf)
+            loc_cf, log_scale_cf = self.image.decode(zs_cf, cond_cf)
             images.append((loc_cf + torch.exp(log_scale_cf) * u).clamp(-1, 1))
         stack = torch.stack(images)
         variance = stack.var(0, unbiased=False) if particles > 1 else None
@@ -131,6 +146,7 @@ def build_deep_scm(
     log_vars: Sequence[str] = (),
     flow_transforms: int = 3,
     flow_hidden: int = 32,
+    latents: str = "fixed",
 ) -> DeepSCM:
     """A fresh DeepSCM whose statistics and supports come from the datalist's training split."""
     for name in variables:
@@ -144,7 +160,7 @@ def build_deep_scm(
     parents = ParentSCM(cg, stats, transforms=flow_transforms, hidden=flow_hidden, log_vars=log_vars)
     image = ConditionalHVAE(hvae_config(preset, parent_dim=len(variables), stages=stages))
     cond_stats = {v: stats[v] if v in stats else _binary_stats(data[v]) for v in variables}
-    return DeepSCM(parents, image, variables, cond_stats, support_from_data(data, cg.kinds), log_vars)
+    return DeepSCM(parents, image, variables, cond_stats, support_from_data(data, cg.kinds), log_vars, latents)
 
 
 def training_parents(datalist: Mapping, variables: Sequence[str], split: str = "training") -> dict[str, torch.Tensor]:

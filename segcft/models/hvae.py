@@ -216,8 +216,32 @@ class DecoderBlock(nn.Module):
             kl = gaussian_kl(qm, qlv, pm, plv)
         elif z is None:
             z = pm if use_mean else pm + torch.randn_like(pm) * torch.exp(0.5 * plv) * temperature
-        h = h + self.z_proj(torch.cat([z, pa_map], 1))
-        return self.res(h), z, kl
+        return self._merge(h, z, pa_map), z, kl
+
+    def _merge(self, h: torch.Tensor, z: torch.Tensor, pa_map: torch.Tensor) -> torch.Tensor:
+        return self.res(h + self.z_proj(torch.cat([z, pa_map], 1)))
+
+    def mediate(
+        self, h: torch.Tensor, h_cf: torch.Tensor, pa: torch.Tensor, pa_cf: torch.Tensor, act: torch.Tensor, use_mean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(h, h*, z, z*)``: the posterior latent, and its counterfactual through the conditional prior.
+
+        The latent's exogenous noise is abducted against the factual prior and kept:
+        ``z* = mu_p(h*, pa*) + sigma_p(h*, pa*) * (z - mu_p(h, pa)) / sigma_p(h, pa)``, so
+        ``pa* = pa`` gives ``z* = z`` and a change of the parents moves the latents as the prior
+        says they move with them.
+        """
+        pa_map, pa_map_cf = self._pa_map(pa, h), self._pa_map(pa_cf, h_cf)
+        if not self.z_dim:
+            return self.res(h + self.z_proj(pa_map)), self.res(h_cf + self.z_proj(pa_map_cf)), None, None
+        pm, plv, feat = self.prior_params(h, pa_map)
+        pm_cf, plv_cf, feat_cf = self.prior_params(h_cf, pa_map_cf)
+        h, h_cf = h + feat, h_cf + feat_cf
+        q = self.posterior(torch.cat([h, act, pa_map], 1))
+        qm, qlv = q[:, : self.z_dim], q[:, self.z_dim :]
+        z = qm if use_mean else qm + torch.randn_like(qm) * torch.exp(0.5 * qlv)
+        z_cf = pm_cf + torch.exp(0.5 * (plv_cf - plv)) * (z - pm)
+        return self._merge(h, z, pa_map), self._merge(h_cf, z_cf, pa_map_cf), z, z_cf
 
 
 def gaussian_kl(qm: torch.Tensor, qlv: torch.Tensor, pm: torch.Tensor, plv: torch.Tensor) -> torch.Tensor:
@@ -282,13 +306,8 @@ class ConditionalHVAE(nn.Module):
         h = self.h_top.expand(pa.shape[0], -1, -1, -1)
         out_z: list[torch.Tensor | None] = []
         kls: list[torch.Tensor] = []
-        res = self.block_res[0]
         for i, (block, r) in enumerate(zip(self.dec_blocks, self.block_res)):
-            if r != res:
-                h = _resize(h, r)
-                if str(r) in self.up:
-                    h = self.up[str(r)](h)
-                res = r
+            h = self._enter(h, r)
             act = acts[r] if acts is not None else None
             z_in = zs[i] if zs is not None else None
             h, z, kl = block(h, pa, act, z_in, temperature, use_mean)
@@ -299,6 +318,13 @@ class ConditionalHVAE(nn.Module):
         params = self.head(h)
         loc, log_scale = params.chunk(2, dim=1)
         return loc, log_scale.clamp(min=float(self.log_scale_min)), out_z, kls
+
+    def _enter(self, h: torch.Tensor, resolution: int) -> torch.Tensor:
+        """``h`` brought to a block's resolution, and to its stage's width where that changes."""
+        if h.shape[-1] == resolution:
+            return h
+        h = _resize(h, resolution)
+        return self.up[str(resolution)](h) if str(resolution) in self.up else h
 
     def forward(self, x: torch.Tensor, pa: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
         """Negative ELBO terms per dimension (nats), averaged over the batch; ``loss`` is what to minimise."""
@@ -325,6 +351,23 @@ class ConditionalHVAE(nn.Module):
         """Latents ``z ~ q(z | x, pa)`` (or the posterior means), one per decoder block."""
         self._check(x, pa)
         return self._decode(pa, self.encoder(x), temperature=temperature, use_mean=use_mean)[2]
+
+    def mediated_latents(
+        self, x: torch.Tensor, pa: torch.Tensor, pa_cf: torch.Tensor, use_mean: bool = False
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Latents ``z ~ q(z | x, pa)`` and their counterfactuals ``z*`` under ``pa*`` (see :meth:`DecoderBlock.mediate`)."""
+        self._check(x, pa)
+        self._check(None, pa_cf)
+        acts = self.encoder(x)
+        h = h_cf = self.h_top.expand(pa.shape[0], -1, -1, -1)
+        zs: list[torch.Tensor | None] = []
+        zs_cf: list[torch.Tensor | None] = []
+        for block, r in zip(self.dec_blocks, self.block_res):
+            h, h_cf = self._enter(h, r), self._enter(h_cf, r)
+            h, h_cf, z, z_cf = block.mediate(h, h_cf, pa, pa_cf, acts[r], use_mean)
+            zs.append(z)
+            zs_cf.append(z_cf)
+        return zs, zs_cf
 
     def decode(self, zs: Sequence[torch.Tensor | None], pa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and log-scale of ``p(x | z, pa)`` with the latents held fixed."""

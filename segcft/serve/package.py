@@ -7,7 +7,7 @@ A package is one folder::
     segmentor.pt        state dict of the segmentor that measures the observed parents
 
 The manifest rebuilds the SCM without the training images: its config (``modality``,
-``image_size``, ``variables``, ``graph``, ``log_vars``, ``preset``, ``stages``), the
+``image_size``, ``variables``, ``graph``, ``log_vars``, ``preset``, ``stages``, ``latents``), the
 variables' descriptions, and the training split's parent values (``training_parents``), from
 which :func:`~segcft.causal.scm.build_deep_scm` derives the statistics and supports. It
 also holds what inference needs besides the weights: the ``structures`` and ``regions`` the
@@ -46,7 +46,7 @@ GENERATOR_FILE = "generator.pt"
 SEGMENTOR_FILE = "segmentor.pt"
 FORMAT = 1
 #: The generator config values a package records (they rebuild the same SCM).
-CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages")
+CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages", "latents")
 MANIFEST_KEYS = (
     "format", *CONFIG_KEYS, "structures", "regions", "variable_descriptions", "training_parents", "defaults",
     "default_spacing_mm", "segmentor", "provenance",
@@ -205,6 +205,7 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise InputError(f"{manifest_path}: package format {found!r} is not supported; this segcft reads format {FORMAT}")
+    manifest.setdefault("latents", "fixed")  # packages written before the choice existed held the latents fixed
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
         raise InputError(f"{manifest_path}: the manifest lacks {missing}")
@@ -315,7 +316,7 @@ def _rebuild_scm(manifest: Mapping[str, Any]) -> DeepSCM:
         "training": [{"parents": {k: v[i] for k, v in parents.items()}} for i in range(count)],
     }
     return build_deep_scm(datalist, manifest["variables"], manifest["graph"], preset=manifest["preset"],
-                          stages=manifest["stages"], log_vars=manifest["log_vars"])
+                          stages=manifest["stages"], log_vars=manifest["log_vars"], latents=manifest["latents"])
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:
