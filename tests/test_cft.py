@@ -338,7 +338,7 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
         *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
     report = json.loads((tmp_path / "cft.json").read_text(encoding="utf-8"))
-    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"]
+    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"] and report["latents"] == "fixed"
     for method, entry in report["methods"].items():
         assert entry["composition_max_abs"] < 1e-4
         assert set(entry["effectiveness"]) == set(AREAS) and "left_lung_lower_area" in entry["positional"]
