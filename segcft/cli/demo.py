@@ -72,7 +72,7 @@ def _run(
     from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
     from segcft.evaluate.segmentor import bench_segmentor, bundle_for
     from segcft.figures import dose_response as plot_dose_response, training_curves
-    from segcft.serve import save_model_package
+    from segcft.serve.package import generator_settings, save_model_package
     from segcft.utils import atomic_path, write_json
 
     datalist = datalist.resolve()
@@ -143,8 +143,7 @@ def _run(
                               title=f"do({GRID_DO} = x (1 + requested %)), {len(test)} test cases")
     curves = training_curves(gen_root / "eval" / "tensorboard", figures / "generator_curves.png")
     package = save_model_package(
-        out / "model", tuned, config={k: parser.get_parsed_content(k) for k in
-                                      ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages")},
+        out / "model", tuned, config=generator_settings(parser),
         datalist=dl, segmentor_net=guide_net, segmentor_entry=seg_report["instances"]["guide"],
         provenance={"method": "seg-cft", "command": command, "seed": seed, "datalist": str(datalist),
                     "cft_steps": cft_steps, "cft_lr": cft_lr, "eps": eps},
