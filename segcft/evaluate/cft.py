@@ -450,8 +450,7 @@ def _write_figure(
     for scm in models.values():
         ok &= cfe.in_support(scm, name, target)
     if phantom is not None:
-        lo, hi = phantom.support[name]
-        ok &= (target >= lo) & (target <= hi)
+        ok &= cfe.in_phantom_support(phantom, name, target)
     idx = torch.nonzero(ok).flatten()[:cases]
     sub = cfe.subset(data, torch.isin(torch.arange(len(data)), idx))
     n = len(idx)

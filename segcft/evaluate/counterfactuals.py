@@ -294,16 +294,16 @@ def ground_truth_error(
         entry = {}
         for pct in (-25.0, 25.0):
             target = Intervention(name, "percent", pct).apply(data.parents[name])
-            ok = in_support(scm, name, target) & _in_phantom_support(phantom, name, target)
+            ok = in_support(scm, name, target) & in_phantom_support(phantom, name, target)
             if not ok.any():
                 continue
             idx = torch.nonzero(ok).flatten().tolist()
             true_t = true_counterfactuals(phantom, data, idx, name, target, modality, size)
             sub = subset(data, ok)
             model = counterfactual_images(scm, sub, {name: target[ok]})
-            mask = sub.labels == judge.structures[structure]
-            judged = {k: judge.labels(v) for k, v in (("x", sub.images), ("model", model), ("true", true_t))}
             label = judge.structures[structure]
+            mask = sub.labels == label
+            judged = {k: judge.labels(v) for k, v in (("x", sub.images), ("model", model), ("true", true_t))}
             entry[f"{pct:+.0f}%"] = {
                 "model_mae": round(float((model - true_t).abs().mean()), 5),
                 "unchanged_mae": round(float((sub.images - true_t).abs().mean()), 5),
@@ -346,7 +346,8 @@ def _dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return compute_dice(a[:, None].float(), b[:, None].float(), include_background=True, ignore_empty=False)[:, 0]
 
 
-def _in_phantom_support(phantom: Phantom, name: str, values: torch.Tensor) -> torch.Tensor:
+def in_phantom_support(phantom: Phantom, name: str, values: torch.Tensor) -> torch.Tensor:
+    """Which target values the phantom can render (its own support of ``name``)."""
     lo, hi = phantom.support[name]
     return (values >= lo) & (values <= hi)
 
@@ -395,6 +396,7 @@ __all__ = [
     "frechet_distance",
     "ground_truth_error",
     "images_per_second",
+    "in_phantom_support",
     "in_support",
     "interventions_for",
     "load_split",
