@@ -124,8 +124,13 @@ def dose_response(
         sub, _, images = found
         before = judge.areas(sub.images, sub.spacing)[structure]
         after = judge.areas(images, sub.spacing)[structure]
-        curve[float(pct)] = round(float((100 * (after / before.clamp(min=1e-6) - 1)).mean()), 3)
+        curve[float(pct)] = round(mean_change_percent(after, before), 3)
     return curve
+
+
+def mean_change_percent(after: torch.Tensor, before: torch.Tensor) -> float:
+    """The mean relative change (%) from ``before`` to ``after``, sample by sample."""
+    return float((100 * (after / before.clamp(min=1e-6) - 1)).mean())
 
 
 def locality_and_drift(
@@ -189,13 +194,10 @@ def guide_agreement(
                                                    {name: target.to(scm.cond_mean.device)})
             g0, g1 = guided(sub.images, sub.images, sub.spacing), guided(images, sub.images, sub.spacing)
             j0, j1 = judge.areas(sub.images, sub.spacing), judge.areas(images, sub.spacing)
-
-            def change(after: torch.Tensor, before: torch.Tensor) -> float:
-                return round(float((100 * (after / before.clamp(min=1e-6) - 1)).mean()), 2)
-
             report.setdefault(name, {})[f"{pct:+.0f}%"] = {
-                v: {"requested": change(pa_cf[v].cpu(), sub.parents[v]), "guide": change(g1[v], g0[v]),
-                    "judge": change(j1[structure_of[v]], j0[structure_of[v]])}
+                v: {"requested": round(mean_change_percent(pa_cf[v].cpu(), sub.parents[v]), 2),
+                    "guide": round(mean_change_percent(g1[v], g0[v]), 2),
+                    "judge": round(mean_change_percent(j1[structure_of[v]], j0[structure_of[v]]), 2)}
                 for v in names
             }
     return report

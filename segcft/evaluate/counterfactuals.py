@@ -195,10 +195,7 @@ def locality(x: torch.Tensor, x_cf: torch.Tensor, mask: torch.Tensor, dilation: 
     ``x`` and ``x_cf`` are ``(B, 1, H, W)``, ``mask`` ``(B, H, W)``; an unchanged image scores 1.
     """
     grown = F.max_pool2d(mask.float()[:, None], 2 * dilation + 1, stride=1, padding=dilation)
-    change = (x_cf - x).abs()
-    total = change.flatten(1).sum(1)
-    inside = (change * grown).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
+    return _change_share(x, x_cf, grown)
 
 
 def relabelled_share(x: torch.Tensor, x_cf: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -211,10 +208,15 @@ def relabelled_share(x: torch.Tensor, x_cf: torch.Tensor, before: torch.Tensor, 
     moved = (before != after).float()[:, None]
     if moved.shape[-1] != x.shape[-1]:
         moved = F.interpolate(moved, size=tuple(x.shape[-2:]), mode="nearest")
+    return _change_share(x, x_cf, moved)
+
+
+def _change_share(x: torch.Tensor, x_cf: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of ``|x* - x|`` inside ``region`` ``(B, 1, H, W)``; an unchanged image scores 1."""
     change = (x_cf - x).abs()
     total = change.flatten(1).sum(1)
-    on_moved = (change * moved).flatten(1).sum(1)
-    return torch.where(total > 0, on_moved / total.clamp(min=1e-12), torch.ones_like(total))
+    inside = (change * region).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
 
 
 def noise_floor(data: EvalData, judge: Judge, structure_of: Mapping[str, str], metric: str) -> dict[str, float]:

@@ -204,22 +204,26 @@ class DecoderBlock(nn.Module):
         """Return ``(h, z, kl)``. With ``act`` the posterior is used, else the prior; a given ``z`` is used as is."""
         pa_map = self._pa_map(pa, h)
         if not self.z_dim:
-            return self.res(h + self.z_proj(pa_map)), None, None
+            return self._merge(h, None, pa_map), None, None
         pm, plv, feat = self.prior_params(h, pa_map)
         h = h + feat
         kl = None
         if act is not None:
-            q = self.posterior(torch.cat([h, act, pa_map], 1))
-            qm, qlv = q[:, : self.z_dim], q[:, self.z_dim :]
+            qm, qlv = self.posterior_params(h, act, pa_map)
             if z is None:
-                z = qm if use_mean else qm + torch.randn_like(qm) * torch.exp(0.5 * qlv) * temperature
+                z = _draw(qm, qlv, use_mean, temperature)
             kl = gaussian_kl(qm, qlv, pm, plv)
         elif z is None:
-            z = pm if use_mean else pm + torch.randn_like(pm) * torch.exp(0.5 * plv) * temperature
+            z = _draw(pm, plv, use_mean, temperature)
         return self._merge(h, z, pa_map), z, kl
 
-    def _merge(self, h: torch.Tensor, z: torch.Tensor, pa_map: torch.Tensor) -> torch.Tensor:
-        return self.res(h + self.z_proj(torch.cat([z, pa_map], 1)))
+    def posterior_params(self, h: torch.Tensor, act: torch.Tensor, pa_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.posterior(torch.cat([h, act, pa_map], 1))
+        return q[:, : self.z_dim], q[:, self.z_dim :]
+
+    def _merge(self, h: torch.Tensor, z: torch.Tensor | None, pa_map: torch.Tensor) -> torch.Tensor:
+        """The block's output: ``h`` plus the projected latent (if the block has one) and parents."""
+        return self.res(h + self.z_proj(pa_map if z is None else torch.cat([z, pa_map], 1)))
 
     def mediate(
         self, h: torch.Tensor, h_cf: torch.Tensor, pa: torch.Tensor, pa_cf: torch.Tensor, act: torch.Tensor, use_mean: bool = False
@@ -233,15 +237,18 @@ class DecoderBlock(nn.Module):
         """
         pa_map, pa_map_cf = self._pa_map(pa, h), self._pa_map(pa_cf, h_cf)
         if not self.z_dim:
-            return self.res(h + self.z_proj(pa_map)), self.res(h_cf + self.z_proj(pa_map_cf)), None, None
+            return self._merge(h, None, pa_map), self._merge(h_cf, None, pa_map_cf), None, None
         pm, plv, feat = self.prior_params(h, pa_map)
         pm_cf, plv_cf, feat_cf = self.prior_params(h_cf, pa_map_cf)
         h, h_cf = h + feat, h_cf + feat_cf
-        q = self.posterior(torch.cat([h, act, pa_map], 1))
-        qm, qlv = q[:, : self.z_dim], q[:, self.z_dim :]
-        z = qm if use_mean else qm + torch.randn_like(qm) * torch.exp(0.5 * qlv)
+        z = _draw(*self.posterior_params(h, act, pa_map), use_mean)
         z_cf = pm_cf + torch.exp(0.5 * (plv_cf - plv)) * (z - pm)
         return self._merge(h, z, pa_map), self._merge(h_cf, z_cf, pa_map_cf), z, z_cf
+
+
+def _draw(mean: torch.Tensor, logvar: torch.Tensor, use_mean: bool, temperature: float = 1.0) -> torch.Tensor:
+    """The mean, or a sample of the diagonal Gaussian with its spread scaled by ``temperature``."""
+    return mean if use_mean else mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) * temperature
 
 
 def gaussian_kl(qm: torch.Tensor, qlv: torch.Tensor, pm: torch.Tensor, plv: torch.Tensor) -> torch.Tensor:
