@@ -15,9 +15,11 @@ from segcft.data.phantom import make_phantom
 from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
+from segcft.cft.views import GuideViews
 from segcft.evaluate.cft import finetune, region_change
 from segcft.evaluate.counterfactuals import EvalData, frechet_distance, locality, relabelled_share
 from segcft.models import segmentor
+from segcft.utils import InputError
 from monai.networks.nets import Regressor
 from tests.conftest import run_python
 
@@ -148,6 +150,32 @@ def test_sampler_picks_one_variable_within_support():
         assert (target >= support[name][0]).all() and (target <= support[name][1]).all()
 
 
+def test_guide_views_show_every_image_the_same_area_keeping_view():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disk = (((yy - 30) ** 2 + (xx - 34) ** 2) < 15**2).float()[None, None].repeat(8, 1, 1, 1)
+    shifted = disk + 1
+    rng = torch.get_rng_state()
+    same = GuideViews(0.0)(disk, shifted)
+    assert same[0] is disk and same[1] is shifted  # strength 0: no view, no noise...
+    assert torch.equal(torch.get_rng_state(), rng)  # ...and no random draw: runs without views repeat earlier ones
+    torch.manual_seed(0)
+    a, b = GuideViews(1.0)(disk, disk * 2)
+    # one view for both images: resampling is linear, so b - a is the viewed disk and 2a - b the shared noise
+    viewed, noise = b - a, 2 * a - b
+    assert 0.015 < float(noise.std()) < 0.025  # the segmentors' training noise, SD 0.02
+    assert not torch.allclose(viewed, disk, atol=0.1)  # a view moves the image...
+    assert torch.allclose(viewed.sum((1, 2, 3)), disk.sum((1, 2, 3)), rtol=0.01)  # ...but keeps the area
+    assert not torch.allclose(viewed[0], viewed[1], atol=0.1)  # a view per sample
+    torch.manual_seed(0)
+    again = GuideViews(1.0)(disk, disk * 2)
+    assert torch.equal(again[0], a) and torch.equal(again[1], b)  # the same seed, the same views
+    x = disk.clone().requires_grad_(True)
+    GuideViews(1.0)(x)[0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="guide_views"):
+        GuideViews(1.5)
+
+
 def test_locality_is_one_for_a_change_inside_the_mask_and_falls_outside():
     x = torch.zeros(2, 1, 20, 20)
     mask = torch.zeros(2, 20, 20, dtype=torch.bool)
@@ -272,11 +300,24 @@ def test_finetune_traces_window_means_of_the_elbo_and_lambda_at_each_window_end(
     assert trace["lambda"][-1] > 0  # eps = 0 is always violated, so lambda rises
 
 
+def test_the_trainer_shows_the_guide_its_views(setup):
+    import copy
+
+    dl, scm, batch = setup
+    guide = _guide(dl, "seg")
+
+    def first_loss(views: float) -> float:  # the same seed: step 1 differs only by the view
+        out = finetune(copy.deepcopy(scm), guide, _split(batch), list(AREAS), eps=0.0, steps=1, lr=1e-4, seed=0,
+                       batch_size=4, guide_views=views, trace_every=1, desc="test")
+        return out["trace"]["guide_loss"][0]
+
+    assert first_loss(0.0) == first_loss(0.0) != first_loss(1.0)
+
+
 def test_lambda_can_start_in_force_but_not_below_zero(setup, tmp_path):
     import copy
 
     from segcft.evaluate.cft import bench_cft
-    from segcft.utils import InputError
 
     dl, scm, batch = setup
     train = _split(batch)
@@ -289,6 +330,9 @@ def test_lambda_can_start_in_force_but_not_below_zero(setup, tmp_path):
     with pytest.raises(InputError, match="lagrange_init must be >= 0"):
         bench_cft(tmp_path / "dl.json", tmp_path / "out.json", generator_run=tmp_path, segmentor_report=tmp_path / "s.json",
                   lagrange_init=-1.0)
+    with pytest.raises(InputError, match="guide_views: strength must be in"):
+        bench_cft(tmp_path / "dl.json", tmp_path / "out.json", generator_run=tmp_path, segmentor_report=tmp_path / "s.json",
+                  guide_views=2.0)
     with pytest.raises(InputError, match="lagrange_init must be >= 0"):  # the bundles build the multiplier directly
         LagrangeMultiplier(init=-1.0)
 
@@ -336,9 +380,10 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         *[a for k, v in sets.items() for a in (f"--{k}", json.dumps(v).replace('"', "'"))])
     run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
         "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
-        *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+        "--guide-views", "0.5", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
     report = json.loads((tmp_path / "cft.json").read_text(encoding="utf-8"))
     assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"] and report["latents"] == "fixed"
+    assert report["guide_views"] == 0.5
     for method, entry in report["methods"].items():
         assert entry["composition_max_abs"] < 1e-4
         assert set(entry["effectiveness"]) == set(AREAS) and "left_lung_lower_area" in entry["positional"]

@@ -16,6 +16,7 @@ from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
 from segcft.cft.recipe import RECIPE
 from segcft.cft.sampling import InterventionSampler
+from segcft.cft.views import GuideViews
 from segcft.engines.distributed import average_gradients, mean_over_ranks
 from segcft.engines.generator import batch_tensors, clip_or_skip
 
@@ -54,6 +55,10 @@ class CFTTrainer(Trainer):
     a far smaller gradient than the per-dimension ELBO's, so at weight 1 the constraint
     drowns the guide (docs/results.md).
 
+    ``guide_views`` > 0 has the guide measure the factual and the counterfactual image of each
+    step under one random view of that strength (:class:`~segcft.cft.views.GuideViews`), so
+    a change pays only if the guide reads it under every view, not only through this one.
+
     ``relative_targets`` compares the guide's measurement of ``x*`` with the requested relative
     change of its measurement of ``x`` (see :meth:`Guide.loss`) instead of with ``pa*``.
 
@@ -87,6 +92,7 @@ class CFTTrainer(Trainer):
         grad_skip: float = math.inf,
         guide_weight: float = RECIPE.guide_weight,
         relative_targets: bool = RECIPE.relative_targets,
+        guide_views: float = RECIPE.guide_views,
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
     ) -> None:
@@ -95,7 +101,7 @@ class CFTTrainer(Trainer):
         self.scm, self.guide, self.sampler = scm, guide, sampler
         self.optimizer, self.lagrange, self.eps, self.ema = optimizer, lagrange, float(eps), ema
         self.grad_clip, self.grad_skip, self.guide_weight = grad_clip, grad_skip, guide_weight
-        self.relative_targets = relative_targets
+        self.relative_targets, self.views = relative_targets, GuideViews(guide_views)
         scm.parents.requires_grad_(False)
         guide.freeze()
         self.state.skipped_updates = 0  # type: ignore[attr-defined]
@@ -109,7 +115,8 @@ class CFTTrainer(Trainer):
         elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
         do = self.sampler(pa)
         cf = self.scm.counterfactual(x, pa, do)
-        guide_loss = self.guide.loss(cf.image, cf.parents, spacing, factual=x, pa=pa if self.relative_targets else None,
+        seen, seen_cf = self.views(x, cf.image)
+        guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
                                      intervened=list(do))
         loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)

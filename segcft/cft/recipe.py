@@ -25,6 +25,7 @@ class Recipe:
     damping: float = 10.0
     lagrange_init: float = 0.0
     relative_targets: bool = True
+    guide_views: float = 0.0
     ema_decay: float = 0.995
     eps_slack: float = 0.02
     grad_clip: float = 200.0

@@ -82,6 +82,7 @@ def cft(
     damping: float = typer.Option(10.0, help="Damping of the Lagrangian: the penalty per nat/dim of ELBO above eps, on top of lambda."),
     lagrange_init: float = typer.Option(0.0, help="lambda at the first step (>= 0): a constraint already in force when the guide starts."),
     relative_targets: bool = typer.Option(True, help="Guide targets as the requested relative change of its factual measurement (--no-relative-targets: the requested value itself)."),
+    guide_views: float = typer.Option(0.0, help="If > 0, the guide measures x and x* of each step under one random rotation, shift and noise, at this share (<= 1) of the guide segmentor's training jitter (docs/concepts.md)."),
     ema_decay: float = typer.Option(0.995, help="If > 0, each fine-tuned model is the EMA of its weights with this decay; 0 keeps the last iterate, which on JSRT left the ELBO bound on 5 of 8 runs."),
     eps_slack: float = typer.Option(0.02, help="eps = base model's training ELBO (nats/dim) + this slack."),
     regressor_epochs: int = typer.Option(40, help="Training epochs of the Reg-CFT regressor."),
@@ -96,7 +97,7 @@ def cft(
     report = bench_cft(
         data, out, generator_run=generator, segmentor_report=segmentors, methods=[m for m in methods.split(",") if m],
         steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, lagrange_init=lagrange_init, relative_targets=relative_targets,
-        ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
+        guide_views=guide_views, ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')}, {Path(out).with_suffix('.png')}"

@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 #: Intensity windows mapped to [-1, 1]: radiograph display values, and CT in HU.
 INTENSITY_WINDOWS: dict[str, tuple[float, float]] = {"cxr": (0.0, 1.0), "ccta": (-300.0, 900.0)}
 
+#: The segmentors' training jitter: rotation (radians, about 10 degrees), translation (share of
+#: the image side) and the SD of additive Gaussian noise (on the [-1, 1] scale). CFT's guide
+#: views (``segcft.cft.views``) draw from the same ranges.
+AUGMENT_ROTATE, AUGMENT_TRANSLATE, AUGMENT_NOISE = 0.17, 0.06, 0.02
+
 
 def spacing_affine(spacing: Sequence[float]) -> torch.Tensor:
     """A 4 x 4 affine whose first two axes (rows, columns) have ``spacing`` mm."""
@@ -238,14 +243,14 @@ def augmentation(modality: str, size: int) -> list:
         RandAffined(
             keys,
             prob=0.8,
-            rotate_range=0.17,  # about 10 degrees
+            rotate_range=AUGMENT_ROTATE,
             scale_range=0.1,
-            translate_range=0.06 * size,
+            translate_range=AUGMENT_TRANSLATE * size,
             mode=["bilinear", "nearest"],
             padding_mode="border",
         ),
         RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
-        RandGaussianNoised("image", prob=0.3, std=0.02),
+        RandGaussianNoised("image", prob=0.3, std=AUGMENT_NOISE),
     ]
     if modality == "ccta":
         transforms += [RandFlipd(keys, prob=0.5, spatial_axis=1), RandRotate90d(keys, prob=0.5)]

@@ -27,6 +27,7 @@ from segcft.cft.factory import make_guide, regional_variables, structure_variabl
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import check_init
 from segcft.cft.recipe import RECIPE
+from segcft.cft.views import GuideViews
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import Phantom, phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound
@@ -53,7 +54,8 @@ def finetune(
     scm, guide: Guide, train: cfe.EvalData, targets: Sequence[str], eps: float, steps: int, lr: float, seed: int,
     batch_size: int = RECIPE.batch_size, lagrange_lr: float = RECIPE.lagrange_lr, damping: float = RECIPE.damping,
     lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
-    relative_targets: bool = RECIPE.relative_targets, ema_decay: float = RECIPE.ema_decay, desc: str = "CFT", trace_every: int = 25,
+    relative_targets: bool = RECIPE.relative_targets, guide_views: float = RECIPE.guide_views, ema_decay: float = RECIPE.ema_decay,
+    desc: str = "CFT", trace_every: int = 25,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
 
@@ -73,7 +75,7 @@ def finetune(
         scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
-        guide_weight=guide_weight, relative_targets=relative_targets,
+        guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -322,6 +324,7 @@ def bench_cft(
     damping: float = RECIPE.damping,
     lagrange_init: float = RECIPE.lagrange_init,
     relative_targets: bool = RECIPE.relative_targets,
+    guide_views: float = RECIPE.guide_views,
     ema_decay: float = RECIPE.ema_decay,
     eps_slack: float = RECIPE.eps_slack,
     regressor_epochs: int = 40,
@@ -337,6 +340,7 @@ def bench_cft(
     if unknown:
         raise InputError(f"unknown CFT method(s) {sorted(unknown)}; known: {list(METHODS)}")
     check_init(lagrange_init)  # before the models load, not at the first fine-tuning
+    GuideViews(guide_views)  # likewise: a strength outside [0, 1] is refused here
     torch.manual_seed(seed)
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
@@ -361,7 +365,7 @@ def bench_cft(
         "benchmark": "cft", "command": command, "datalist": str(datalist), "generator_run": overrides["bundle_root"],
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
-        "damping": damping, "lagrange_init": lagrange_init, "relative_targets": relative_targets, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables, "latents": base.module.latents,
+        "damping": damping, "lagrange_init": lagrange_init, "relative_targets": relative_targets, "guide_views": guide_views, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables, "latents": base.module.latents,
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -381,8 +385,8 @@ def bench_cft(
             )
             start = time.perf_counter()
             entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, ema_decay=ema_decay,
-                                         desc=f"CFT {method}")
+                                         damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
+                                         ema_decay=ema_decay, desc=f"CFT {method}")
             entry["finetune_seconds"] = round(time.perf_counter() - start, 1)
         # The constraint is on the training split's ELBO, so that is where it is judged.
         entry["train_elbo_nats_per_dim"] = round(elbo_bound(scm, shuffled_loader(train, 32, seed), 0.0, seed), 5)
