@@ -82,6 +82,19 @@ def test_a_report_from_before_damping_was_recorded_counts_as_damping_10(tmp_path
         summarize_cft([(old, None), (other, None)], tmp_path / "s.json", pairs=[])
 
 
+def test_fixed_and_mediated_latents_do_not_pool_and_older_reports_had_fixed(tmp_path):
+    old = report(tmp_path / "old.json", "a", {"none": method(20, 0.1, 0.3), "seg": method(10, 0.5, 2.0)})
+    fixed = report(tmp_path / "fixed.json", "b", {"seg": method(12, 0.5, 2.0)}, latents="fixed", guide_views=0.0)
+    summary = summarize_cft([(old, None), (fixed, None)], tmp_path / "s.json", pairs=[])
+    assert summary["latents"] == "fixed" and summary["settings"]["guide_views"] == 0.0
+    mediated = report(tmp_path / "mediated.json", "b", {"none": method(19, 0.1, 0.3)}, latents="mediated")
+    with pytest.raises(InputError, match="mediated.json and .*old.json differ in 'latents'"):  # even untuned: the SCM differs
+        summarize_cft([(old, None), (mediated, None)], tmp_path / "s.json", pairs=[])
+    viewed = report(tmp_path / "viewed.json", "b", {"seg": method(11, 0.5, 2.0)}, guide_views=1.0)
+    with pytest.raises(InputError, match="differ in 'guide_views': 1.0 against 0.0"):
+        summarize_cft([(old, None), (viewed, None)], tmp_path / "s.json", pairs=[])
+
+
 def test_bad_reports_are_refused_with_the_file_named(tmp_path):
     first = report(tmp_path / "first.json", "a", {"seg": method(10, 0.5, 2.0)})
     again = report(tmp_path / "again.json", "a", {"seg": method(11, 0.5, 2.0)})

@@ -20,10 +20,11 @@ from segcft.figures import paired_differences
 from segcft.utils import InputError, atomic_path, read_json, write_json
 
 SETS = ("test distribution", "-25%", "-10%", "+10%", "+25%")
-SHARED = ("datalist", "variables", "effectiveness_metric", "test_cases")
-SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "damping", "lagrange_init", "relative_targets", "ema_decay", "eps_slack")
+SHARED = ("datalist", "variables", "latents", "effectiveness_metric", "test_cases")
+SETTINGS = ("steps", "lr", "guide_weight", "lagrange_lr", "damping", "lagrange_init", "relative_targets", "guide_views",
+            "ema_decay", "eps_slack")
 # Settings that reports written before they were recorded all used.
-UNRECORDED = {"damping": 10.0, "lagrange_init": 0.0}
+UNRECORDED = {"damping": 10.0, "lagrange_init": 0.0, "guide_views": 0.0, "latents": "fixed"}
 # Per instance, the base model and the judge fix these: two reports of one instance must agree.
 INSTANCE = ("eps", "noise_floor")
 # Which way is better, per compared metric.
