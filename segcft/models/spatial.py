@@ -1,0 +1,199 @@
+"""The spatial-intensity counterfactual mechanism: tissue moves, texture stays.
+
+A change of a structure's size is a change of shape, so instead of decoding ``x*`` afresh
+this mechanism moves the boundaries of the intervened structures over the factual image::
+
+    x* = x + b * (sum_c m_c * (warp(p_c, phi) - p_c) + s)
+
+- ``p_c``: the class probabilities of a frozen segmentor (the CFT guide's) on ``x``, the
+  image's layers; the segmentor is carried with the mechanism, so inference needs nothing else;
+- ``phi``: a diffeomorphic displacement, a velocity field integrated by scaling and squaring
+  (MONAI ``DVF2DDF``), that moves the layers;
+- ``m_c``: class ``c``'s mean intensity around each pixel. A pixel that a boundary crosses
+  changes by the local contrast of the classes it leaves and enters; a pixel no boundary
+  crosses keeps its value, texture and all. (Wang, Rost and Golland, "Spatial-intensity
+  transforms", MICCAI 2020, warp the image itself, which drags the texture inside and around
+  a structure with its boundary; the phantoms' true counterfactuals move only the boundary.)
+- ``b``: the band where the change may lie: the masks of the structures whose variables
+  change (the intervened one and its causal descendants) on ``x``, dilated;
+- ``s``: an optional sparse intensity change inside the band, for what a move cannot make
+  (new plaque); off unless ``max_intensity`` > 0.
+
+``phi`` and ``s`` come from :class:`SpatialHead` as ``head(x, pa, pa*) - head(x, pa, pa)``,
+and a sample with no changed structure is returned as it is: ``pa* = pa`` gives ``x``
+exactly (composition by construction). The change is first order in ``phi`` (warping a
+layer), so a fresh head with ``phi = 0`` still has a gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import DVF2DDF, Warp
+from monai.networks.nets import UNet
+from torch import nn
+
+from segcft.utils import InputError
+
+#: A parent counts as intervened where its standardised value moves by more than this.
+CHANGE_TOL = 1e-6
+#: Pseudo-count of a pixel's own value in the local class means (a class absent nearby takes it).
+CONTEXT_EPS = 1e-2
+
+
+@dataclass(frozen=True)
+class SpatialSettings:
+    """What rebuilds a spatial mechanism (recorded in model packages).
+
+    ``max_displacement`` bounds the velocity (pixels at model size), ``max_intensity`` the
+    intensity term (on the ``[-1, 1]`` range), ``band`` is the dilation (pixels) of the
+    intervened structures' masks, ``context`` the half-width (pixels) of the box over which
+    each class's local mean intensity is taken, ``width`` the head's first feature width.
+    """
+
+    structure_of: dict[str, str]
+    structures: dict[str, int]
+    segmentor_size: int
+    width: int = 16
+    max_displacement: float = 4.0
+    max_intensity: float = 0.25
+    band: int = 4
+    context: int = 4
+    int_steps: int = 7
+
+
+class SpatialHead(nn.Module):
+    """``(velocity, intensity)`` maps from the image, the segmentor's class probabilities and the parents.
+
+    A MONAI ``UNet`` without normalisation (an instance norm would remove the constant parent
+    maps) sees ``[x, p, pa, pa* - pa]``, parents broadcast as constant maps (as the reference
+    HVAE feeds its parents). A zero-initialised 1x1 convolution ends it, so a fresh head moves
+    nothing; the output is the difference of the head under ``pa*`` and under ``pa``.
+    """
+
+    def __init__(self, in_channels: int, classes: int, parent_dim: int, width: int = 16,
+                 max_displacement: float = 4.0, max_intensity: float = 0.25) -> None:
+        super().__init__()
+        w = width
+        self.net = UNet(2, in_channels + classes + 2 * parent_dim, w, channels=(w, 2 * w, 4 * w, 4 * w), strides=(2, 2, 2),
+                        num_res_units=1, norm=None)
+        self.out = nn.Conv2d(w, 3, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.max_displacement, self.max_intensity = float(max_displacement), float(max_intensity)
+
+    def forward(self, x: torch.Tensor, probs: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = x.shape
+
+        def maps(c: torch.Tensor) -> torch.Tensor:
+            return c[:, :, None, None].expand(-1, -1, h, w)
+
+        factual = torch.cat([x, probs, maps(cond), maps(torch.zeros_like(cond))], 1)
+        moved = torch.cat([x, probs, maps(cond), maps(cond_cf - cond)], 1)
+        raw = torch.tanh(self.out(self.net(torch.cat([moved, factual]))))
+        diff = raw[:b] - raw[b:]
+        return self.max_displacement * diff[:, :2], self.max_intensity * diff[:, 2:]
+
+
+class SpatialMechanism(nn.Module):
+    """``x* = x + b * (g * (warp(x, phi) - x) + s)`` (see the module docstring).
+
+    ``variables`` is the order of the parent vector the deep SCM conditions on; ``segmentor``
+    is the frozen network whose masks place the band (it is saved with the mechanism).
+    """
+
+    def __init__(self, settings: SpatialSettings, segmentor: nn.Module, variables: Sequence[str], in_channels: int = 1) -> None:
+        super().__init__()
+        unknown = [v for v, s in settings.structure_of.items() if v not in variables or s not in settings.structures]
+        if unknown:
+            raise InputError(f"spatial mechanism: variables {unknown} are not structure variables of the model {list(variables)}")
+        if not settings.structure_of:
+            raise InputError("spatial mechanism: the model has no structure variable to move")
+        self.settings = settings
+        self.segmentor = segmentor.eval().requires_grad_(False)
+        classes = max(settings.structures.values()) + 1
+        self.head = SpatialHead(in_channels, classes, len(variables), settings.width, settings.max_displacement, settings.max_intensity)
+        index = {v: i for i, v in enumerate(variables)}
+        self.columns = [index[v] for v in settings.structure_of]
+        self.classes = [settings.structures[s] for s in settings.structure_of.values()]
+        self.integrate = DVF2DDF(settings.int_steps, mode="bilinear", padding_mode="border")
+        self.warp = Warp(mode="bilinear", padding_mode="border")
+
+    def train(self, mode: bool = True) -> SpatialMechanism:  # the segmentor never leaves eval mode
+        super().train(mode)
+        self.segmentor.eval()
+        return self
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The segmentor's class probabilities on ``x``, at ``x``'s size."""
+        size = self.settings.segmentor_size
+        seen = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        probs = self.segmentor(seen).softmax(1)
+        return probs if probs.shape[-1] == x.shape[-1] else F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def band(self, probs: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)``: the dilated union of the masks of the structures whose variables moved."""
+        labels = probs.argmax(1)
+        mask = torch.zeros_like(labels, dtype=probs.dtype)
+        for j, c in enumerate(self.classes):
+            mask = torch.maximum(mask, (labels == c).to(probs.dtype) * moved[:, j, None, None].to(probs.dtype))
+        k = self.settings.band
+        return F.max_pool2d(mask[:, None], 2 * k + 1, stride=1, padding=k) if k > 0 else mask[:, None]
+
+    def class_means(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``(B, K, H, W)``: each class's mean intensity around every pixel (a box of ``context`` pixels).
+
+        Where a class is absent nearby, its mean tends to the pixel's own value, so moving a
+        boundary there changes nothing.
+        """
+        k = self.settings.context
+        box = lambda t: F.avg_pool2d(t, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
+        return (box(x * probs) + CONTEXT_EPS * x) / (box(probs) + CONTEXT_EPS)
+
+    def move(self, x: torch.Tensor, probs: torch.Tensor, ddf: torch.Tensor, band: torch.Tensor,
+             intensity: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` with its class layers moved by ``ddf`` inside ``band``: ``x + b * (sum_c m_c (warp(p_c) - p_c) + s)``.
+
+        ``m_c`` is class ``c``'s local mean intensity (:meth:`class_means`): a pixel the
+        boundary crosses changes by the local contrast of the classes it leaves and enters,
+        and a pixel no boundary crosses keeps its value, texture and all.
+        """
+        means = self.class_means(x, probs)
+        change = (means * (self.warp(probs, ddf) - probs)).sum(1, keepdim=True)
+        if intensity is not None:
+            change = change + intensity
+        return x + band * change
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image`` (x*), ``displacement`` (the DDF, pixels), ``intensity`` (s) and ``band`` for a batch."""
+        moved = (cond_cf - cond)[:, self.columns].abs() > CHANGE_TOL
+        with torch.no_grad():
+            probs = self.probabilities(x)
+            band = self.band(probs, moved)
+        velocity, intensity = self.head(x, probs, cond, cond_cf)
+        ddf = self.integrate(velocity)
+        moved_x = self.move(x, probs, ddf, band, intensity if self.settings.max_intensity > 0 else None)
+        image = torch.where(moved.any(1)[:, None, None, None], moved_x.clamp(-1, 1), x)
+        return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band}
+
+
+def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample, the share of pixels (inside ``band`` if given) where ``identity + ddf`` folds (Jacobian det <= 0)."""
+    d = ddf
+    dy = (d[:, :, 2:, 1:-1] - d[:, :, :-2, 1:-1]) / 2  # central differences along rows and columns
+    dx = (d[:, :, 1:-1, 2:] - d[:, :, 1:-1, :-2]) / 2
+    det = (1 + dy[:, 0]) * (1 + dx[:, 1]) - dx[:, 0] * dy[:, 1]
+    region = torch.ones_like(det) if band is None else band[:, 0, 1:-1, 1:-1]
+    return ((det <= 0).to(det.dtype) * region).sum((1, 2)) / region.sum((1, 2)).clamp(min=1)
+
+
+def spatial_settings(structure_of: Mapping[str, str], structures: Mapping[str, int], segmentor_size: int, **options) -> SpatialSettings:
+    """Settings from a model's structure variables and its segmentor; ``options`` are the other fields."""
+    known = set(SpatialSettings.__dataclass_fields__) - {"structure_of", "structures", "segmentor_size"}
+    unknown = set(options) - known
+    if unknown:
+        raise InputError(f"unknown spatial mechanism option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return SpatialSettings(dict(structure_of), dict(structures), int(segmentor_size), **options)
