@@ -21,20 +21,29 @@ from segcft.causal.interventions import Intervention, parse_do, resolve, support
 from segcft.causal.parents import ParentSCM, parent_stats
 from segcft.data.datalist import check_variable
 from segcft.models.hvae import ConditionalHVAE, hvae_config
+from segcft.models.spatial import SpatialMechanism
 from segcft.utils import InputError
 
 
 #: How a counterfactual treats the image's latents (see :class:`DeepSCM`).
 LATENTS = ("fixed", "mediated")
+#: How a counterfactual image is made: decoded by the HVAE, or moved by a spatial mechanism.
+MECHANISMS = ("direct", "spatial")
 
 
 @dataclass
 class Counterfactual:
-    """Counterfactual images ``(B, C, H, W)`` and parents; with particles, their per-pixel variance."""
+    """Counterfactual images ``(B, C, H, W)`` and parents; with particles, their per-pixel variance.
+
+    A spatial mechanism also gives its ``displacement`` (pixels), ``intensity`` change and ``band``.
+    """
 
     image: torch.Tensor
     parents: dict[str, torch.Tensor]
     variance: torch.Tensor | None = None
+    displacement: torch.Tensor | None = None
+    intensity: torch.Tensor | None = None
+    band: torch.Tensor | None = None
 
 
 class DeepSCM(nn.Module):
@@ -46,7 +55,13 @@ class DeepSCM(nn.Module):
     (METHOD.md section 2); ``"mediated"`` moves them with the parents through the conditional
     prior (:meth:`~segcft.models.hvae.DecoderBlock.mediate`), as the reference implementation
     does with a conditional prior.
+
+    With a :class:`~segcft.models.spatial.SpatialMechanism` attached (:meth:`attach_spatial`,
+    ``mechanism == "spatial"``), counterfactual images are the factual image with the intervened
+    structures' boundaries moved; the HVAE still models, samples and reconstructs images.
     """
+
+    spatial: SpatialMechanism | None
 
     def __init__(
         self,
@@ -62,6 +77,7 @@ class DeepSCM(nn.Module):
         if latents not in LATENTS:
             raise InputError(f"latents must be one of {list(LATENTS)}, got {latents!r}")
         self.latents = latents
+        self.spatial = None
         self.parents = parents
         self.image = image
         self.variables = list(variables)
@@ -79,6 +95,16 @@ class DeepSCM(nn.Module):
             raise InputError(f"checkpoint was trained on variables {state['variables']}, this model has {self.variables}")
         self.support = {k: (float(v[0]), float(v[1])) for k, v in state["support"].items()}
         self.log_vars = set(state["log_vars"])
+
+    @property
+    def mechanism(self) -> str:
+        """``"spatial"`` with a spatial mechanism attached, else ``"direct"`` (the HVAE decodes ``x*``)."""
+        return "direct" if self.spatial is None else "spatial"
+
+    def attach_spatial(self, mechanism: SpatialMechanism) -> DeepSCM:
+        """Make counterfactuals with ``mechanism`` from now on (its weights join this model's state)."""
+        self.spatial = mechanism.to(self.cond_mean.device)
+        return self
 
     @property
     def graph(self) -> CausalGraph:
@@ -122,6 +148,10 @@ class DeepSCM(nn.Module):
             do = self.interventions(do, pa)
         pa_cf = self.parents.counterfactual(pa, do)
         cond, cond_cf = self.condition(pa), self.condition(pa_cf)
+        if self.spatial is not None:  # deterministic: particles would all be the same image
+            out = self.spatial(x, cond, cond_cf)
+            variance = torch.zeros_like(x) if particles > 1 else None
+            return Counterfactual(out["image"], pa_cf, variance, out["displacement"], out["intensity"], out["band"])
         images = []
         for _ in range(max(1, particles)):
             if self.latents == "mediated":

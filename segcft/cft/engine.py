@@ -9,12 +9,13 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 from monai.engines import Trainer
+from monai.losses import BendingEnergyLoss
 from torch.optim.swa_utils import AveragedModel
 
 from segcft.causal.scm import DeepSCM
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
-from segcft.cft.recipe import RECIPE
+from segcft.cft.recipe import RECIPE, SPATIAL
 from segcft.cft.sampling import InterventionSampler
 from segcft.cft.views import GuideViews
 from segcft.engines.distributed import average_gradients, mean_over_ranks
@@ -44,6 +45,11 @@ def elbo_bound(scm: DeepSCM, loader, slack: float, seed: int = 0) -> float:
     return total / max(count, 1) + slack
 
 
+def trainable(scm: DeepSCM) -> list[torch.nn.Parameter]:
+    """What CFT trains: the spatial mechanism's head where one is attached, else the HVAE."""
+    return list((scm.image if scm.spatial is None else scm.spatial.head).parameters())
+
+
 class CFTTrainer(Trainer):
     """Fine-tunes the image mechanism only; the parent flows and the guide stay frozen.
 
@@ -61,6 +67,12 @@ class CFTTrainer(Trainer):
 
     ``relative_targets`` compares the guide's measurement of ``x*`` with the requested relative
     change of its measurement of ``x`` (see :meth:`Guide.loss`) instead of with ``pa*``.
+
+    With a spatial mechanism attached (``scm.mechanism == "spatial"``) only its head learns:
+    the HVAE, and so its ELBO, stay those of the base model (the ELBO is still logged, and
+    lambda never moves). The head's loss adds the bending energy of the displacement
+    (``bending_weight``, MONAI ``BendingEnergyLoss``) and an L1 penalty on the intensity term
+    (``sparse_weight``), so the change is a smooth move with as little repainting as it needs.
 
     Gradients are clipped, and by default an update is skipped only when it is not finite:
     once the ELBO leaves its bound, the damped Lagrangian's gradient is large *and* the only
@@ -93,6 +105,8 @@ class CFTTrainer(Trainer):
         guide_weight: float = RECIPE.guide_weight,
         relative_targets: bool = RECIPE.relative_targets,
         guide_views: float = RECIPE.guide_views,
+        bending_weight: float = SPATIAL.bending_weight,
+        sparse_weight: float = SPATIAL.sparse_weight,
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
     ) -> None:
@@ -102,34 +116,43 @@ class CFTTrainer(Trainer):
         self.optimizer, self.lagrange, self.eps, self.ema = optimizer, lagrange, float(eps), ema
         self.grad_clip, self.grad_skip, self.guide_weight = grad_clip, grad_skip, guide_weight
         self.relative_targets, self.views = relative_targets, GuideViews(guide_views)
+        self.bending_weight, self.sparse_weight, self.bending = bending_weight, sparse_weight, BendingEnergyLoss()
+        self.params = trainable(scm)
         scm.parents.requires_grad_(False)
         guide.freeze()
         self.state.skipped_updates = 0  # type: ignore[attr-defined]
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
-        self.scm.image.train()
+        spatial = self.scm.spatial is not None
+        (self.scm.spatial if spatial else self.scm.image).train()
         device = engine.state.device
         x, pa = batch_tensors(self.scm, batchdata, device)
         spacing = torch.as_tensor(batchdata["spacing"]).to(device)
-        elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
+        with torch.set_grad_enabled(not spatial):
+            elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
         elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
         do = self.sampler(pa)
         cf = self.scm.counterfactual(x, pa, do)
         seen, seen_cf = self.views(x, cf.image)
         guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
                                      intervened=list(do))
-        loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
+        if spatial:
+            loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(cf.displacement)
+                    + self.sparse_weight * cf.intensity.abs().mean())
+        else:
+            loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        average_gradients(self.scm.image.parameters())
-        grad_norm, skipped = clip_or_skip(self.scm.image.parameters(), float(loss.detach()), self.grad_clip, self.grad_skip)
+        average_gradients(self.params)
+        grad_norm, skipped = clip_or_skip(self.params, float(loss.detach()), self.grad_clip, self.grad_skip)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.lagrange.optimizer.zero_grad(set_to_none=True)
             engine.state.skipped_updates += 1
         else:
             self.optimizer.step()
-            self.lagrange.step()
+            if not spatial:
+                self.lagrange.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.scm)
         return {

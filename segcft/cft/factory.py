@@ -7,6 +7,7 @@ generator's variables, plus, for positional Seg-CFT, the generator's regional ar
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,9 +22,18 @@ from segcft.cft.regressor import regressor_network, train_regressor
 from segcft.cft.sampling import InterventionSampler
 from segcft.data.datalist import structures_of
 from segcft.measure import RegionSpec
+from segcft.models.spatial import SpatialMechanism, spatial_settings
 from segcft.utils import InputError, atomic_path
 
 GUIDES = ("seg", "pos-seg", "reg")
+#: A method's name with this prefix fine-tunes a spatial mechanism with the guide of the rest.
+SPATIAL_PREFIX = "spatial-"
+
+
+def guide_kind(method: str) -> tuple[str, bool]:
+    """``(guide, spatial)`` of a CFT method name: ``"spatial-seg"`` -> ``("seg", True)``."""
+    spatial = method.startswith(SPATIAL_PREFIX)
+    return (method[len(SPATIAL_PREFIX):] if spatial else method), spatial
 
 
 def structure_variables(datalist: Mapping, variables: Sequence[str]) -> dict[str, str]:
@@ -106,3 +116,13 @@ def intervention_sampler(targets: Sequence[str], scm: DeepSCM, seed: int = 0) ->
         if scm.graph.kinds.get(name) != "continuous":
             raise InputError(f"targets: {name!r} is not a continuous variable of the generator ({scm.variables})")
     return InterventionSampler(list(targets), scm.support, seed=seed)
+
+
+def spatial_mechanism(
+    datalist: Mapping, variables: Sequence[str], segmentor_net: nn.Module, segmentor_size: int, **options
+) -> SpatialMechanism:
+    """A fresh spatial mechanism for a generator of ``variables``: it moves the structures of the
+    datalist's whole-structure area variables, placed by the (frozen, copied) ``segmentor_net``."""
+    settings = spatial_settings(structure_variables(datalist, variables), structures_of(datalist), segmentor_size, **options)
+    net = copy.deepcopy(segmentor_net)
+    return SpatialMechanism(settings, net, variables)
