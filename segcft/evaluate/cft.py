@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,14 @@ from torch.optim.lr_scheduler import LinearLR
 
 from segcft.causal.interventions import Intervention
 from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, train_regressor
-from segcft.cft.factory import make_guide, regional_variables, structure_variables
+from segcft.cft.factory import guide_kind, make_guide, regional_variables, spatial_mechanism, structure_variables
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import check_init
-from segcft.cft.recipe import RECIPE
+from segcft.cft.recipe import RECIPE, SPATIAL, SpatialRecipe
 from segcft.cft.views import GuideViews
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import Phantom, phantom_from_datalist
-from segcft.cft.engine import CFTTrainer, elbo_bound
+from segcft.cft.engine import CFTTrainer, elbo_bound, trainable
 from segcft.evaluate import counterfactuals as cfe
 from segcft.engines.generator import ema_model
 from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
@@ -39,7 +40,7 @@ from segcft.figures import cft_curves, counterfactual_grid
 from segcft.measure import RegionSpec
 from segcft.utils import InputError, atomic_path, write_json
 
-METHODS = ("none", "reg", "seg", "pos-seg")
+METHODS = ("none", "reg", "seg", "pos-seg", "spatial-reg", "spatial-seg", "spatial-pos-seg")
 
 
 def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
@@ -55,6 +56,7 @@ def finetune(
     batch_size: int = RECIPE.batch_size, lagrange_lr: float = RECIPE.lagrange_lr, damping: float = RECIPE.damping,
     lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
     relative_targets: bool = RECIPE.relative_targets, guide_views: float = RECIPE.guide_views, ema_decay: float = RECIPE.ema_decay,
+    bending_weight: float = SPATIAL.bending_weight, sparse_weight: float = SPATIAL.sparse_weight,
     desc: str = "CFT", trace_every: int = 25,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
@@ -69,13 +71,14 @@ def finetune(
     at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`.
     """
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(scm.image.parameters(), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(trainable(scm), lr=lr, weight_decay=0.01)
     ema = ema_model(scm, ema_decay, warmup=False) if ema_decay > 0 else None
     trainer = CFTTrainer(
         scm.cond_mean.device, 1, shuffled_loader(train, batch_size, seed), scm, guide,
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
         guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
+        bending_weight=bending_weight, sparse_weight=sparse_weight,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -301,6 +304,12 @@ def measure_model(
     }
     if regional:
         entry["positional"] = positional(scm, data, judge, regional, metric)
+    if scm.spatial is not None:
+        entry["folding_share"] = cfe.folding(scm, data, list(structure_of))
+    first = next(iter(structure_of))
+    shrink = {first: Intervention(first, "percent", -25.0).apply(data.parents[first]).clamp(*scm.support[first])}
+    entry["counterfactual_images_per_second"] = cfe.images_per_second(
+        lambda: len(cfe.counterfactual_images(scm, data, shrink)), repeats=2)
     if "phantom" in datalist:
         entry["ground_truth"] = cfe.ground_truth_error(
             scm, data, phantom_from_datalist(datalist), structure_of, judge, modality, size
@@ -334,8 +343,13 @@ def bench_cft(
     config_overrides: dict[str, Any] | None = None,
     config_files: Sequence[str | os.PathLike] = (),
     figure_cases: int = 4,
+    spatial: SpatialRecipe = SPATIAL,
 ) -> dict[str, Any]:
-    """Fine-tune with each guide and measure every method; write JSON, a Markdown table and a figure."""
+    """Fine-tune with each guide and measure every method; write JSON, a Markdown table and a figure.
+
+    A ``spatial-`` method (e.g. ``spatial-seg``) fine-tunes a fresh spatial mechanism on the
+    base model with the same guide, under the ``spatial`` recipe (its own steps and rate).
+    """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise InputError(f"unknown CFT method(s) {sorted(unknown)}; known: {list(METHODS)}")
@@ -366,6 +380,7 @@ def bench_cft(
         "segmentors": str(segmentor_report), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
         "damping": damping, "lagrange_init": lagrange_init, "relative_targets": relative_targets, "guide_views": guide_views, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables, "latents": base.module.latents,
+        **({"spatial": asdict(spatial)} if any(guide_kind(m)[1] for m in methods) else {}),
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -377,17 +392,28 @@ def bench_cft(
         entry: dict[str, Any] = {}
         guide = None
         if method != "none":
+            kind, moves = guide_kind(method)
             guide = make_guide(
-                method, dl, variables,
+                kind, dl, variables,
                 segmentor=lambda: load_segmentor(segmentor_report, "guide", structures, dev),
                 regressor=lambda names: train_regressor(train.images, train.parents, names, epochs=regressor_epochs,
                                                         seed=seed, device=dev).to(dev),
             )
             start = time.perf_counter()
-            entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
-                                         damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
-                                         ema_decay=ema_decay, desc=f"CFT {method}")
+            if moves:
+                scm.attach_spatial(spatial_mechanism(dl, variables, *load_segmentor(segmentor_report, "guide", structures, dev),
+                                                     **spatial.mechanism_options()))
+                entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, spatial.steps, spatial.lr, seed,
+                                             batch_size=spatial.batch_size, warmup=spatial.warmup, guide_weight=spatial.guide_weight,
+                                             relative_targets=relative_targets, guide_views=guide_views, ema_decay=0.0,
+                                             bending_weight=spatial.bending_weight, sparse_weight=spatial.sparse_weight,
+                                             desc=f"CFT {method}")
+            else:
+                entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
+                                             damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
+                                             ema_decay=ema_decay, desc=f"CFT {method}")
             entry["finetune_seconds"] = round(time.perf_counter() - start, 1)
+            entry["seconds_per_step"] = round(entry["finetune_seconds"] / (spatial.steps if moves else steps), 4)
         # The constraint is on the training split's ELBO, so that is where it is judged.
         entry["train_elbo_nats_per_dim"] = round(elbo_bound(scm, shuffled_loader(train, 32, seed), 0.0, seed), 5)
         entry["within_eps"] = entry["train_elbo_nats_per_dim"] <= eps

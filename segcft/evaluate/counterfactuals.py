@@ -380,6 +380,33 @@ def test_elbo(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, f
     return {"elbo_nats_per_dim": round(elbo, 4), "bits_per_dim": round(elbo / math.log(2), 4)}
 
 
+@torch.no_grad()
+def folding(scm: DeepSCM, data: EvalData, names: Sequence[str], pcts: Sequence[float] = (-25.0, 25.0), batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """For a spatial mechanism and ``do(v *= 1 + pct%)``: the mean share of band pixels where the displacement folds.
+
+    A fold (a non-positive Jacobian determinant of ``identity + phi``) tears or overlaps
+    tissue; the diffeomorphic integration makes it rare, and this says how rare.
+    """
+    from segcft.models.spatial import folding_share
+
+    device = scm.cond_mean.device
+    report: dict[str, dict[str, float]] = {}
+    for name in names:
+        for pct in pcts:
+            target = Intervention(name, "percent", pct).apply(data.parents[name])
+            ok = in_support(scm, name, target)
+            if not ok.any():
+                continue
+            sub, shares = subset(data, ok), []
+            for start in range(0, len(sub), batch_size):
+                sl = slice(start, start + batch_size)
+                pa = {k: v[sl].to(device) for k, v in sub.parents.items()}
+                cf = scm.counterfactual(sub.images[sl].to(device), pa, {name: target[ok][sl].to(device)}, use_mean=True)
+                shares.append(folding_share(cf.displacement, cf.band).cpu())
+            report.setdefault(name, {})[f"{pct:+.0f}%"] = round(float(torch.cat(shares).mean()), 6)
+    return report
+
+
 def images_per_second(fn: Callable[[], int], repeats: int = 3) -> float:
     """Throughput of ``fn`` (which returns how many images it processed), after one warm-up call."""
     fn()
@@ -395,6 +422,7 @@ __all__ = [
     "composition_error",
     "counterfactual_images",
     "effectiveness",
+    "folding",
     "frechet_distance",
     "ground_truth_error",
     "images_per_second",
