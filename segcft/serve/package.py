@@ -14,11 +14,14 @@ also holds what inference needs besides the weights: the ``structures`` and ``re
 segmentor measures, ``defaults`` for the variables no segmentor can measure (e.g. ``nodule``,
 ``age``: the training split's median, or mode for binaries, reported as "assumed"),
 ``default_spacing_mm`` (the training images' pixel spacing at model size, assumed for inputs
-without a valid spacing, e.g. PNGs), the ``segmentor`` architecture and the ``provenance``.
+without a valid spacing, e.g. PNGs), the ``segmentor`` architecture, the settings of the
+``spatial`` mechanism that makes its counterfactuals (null: the HVAE decodes them) and the
+``provenance``.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 from collections.abc import Mapping
@@ -39,6 +42,7 @@ from segcft.evaluate.generator import generator_config_files, load_generator, lo
 from segcft.evaluate.segmentor import bundle_for
 from segcft.measure import RegionSpec, hard_areas, partition, region_areas, region_variable_name
 from segcft.models import segmentor
+from segcft.models.spatial import SpatialMechanism, SpatialSettings
 from segcft.utils import InputError, read_json, staged_dir, write_json
 
 MANIFEST = "segcft_model.json"
@@ -49,7 +53,7 @@ FORMAT = 1
 CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages", "latents")
 MANIFEST_KEYS = (
     "format", *CONFIG_KEYS, "structures", "regions", "variable_descriptions", "training_parents", "defaults",
-    "default_spacing_mm", "segmentor", "provenance",
+    "default_spacing_mm", "segmentor", "spatial", "provenance",
 )
 #: Training images whose model-size spacing gives ``default_spacing_mm`` (their median).
 SPACING_CASES = 16
@@ -186,6 +190,7 @@ def save_model_package(
             "width": int(segmentor_entry.get("width", 16)),
             "image_size": int(segmentor_entry["image_size"]),
         },
+        "spatial": None if scm.spatial is None else asdict(scm.spatial.settings),
         "provenance": dict(provenance),
     }
     with staged_dir(out) as stage:
@@ -206,6 +211,7 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise InputError(f"{manifest_path}: package format {found!r} is not supported; this segcft reads format {FORMAT}")
     manifest.setdefault("latents", "fixed")  # packages written before the choice existed held the latents fixed
+    manifest.setdefault("spatial", None)  # ... and before spatial mechanisms, decoded every counterfactual
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
         raise InputError(f"{manifest_path}: the manifest lacks {missing}")
@@ -213,6 +219,8 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
         scm = _rebuild_scm(manifest)
         entry = manifest["segmentor"]
         net = segmentor(entry["network"], len(manifest["structures"]) + 1, width=int(entry["width"]))
+        if manifest["spatial"] is not None:  # its segmentor's weights are in the generator's state
+            scm.attach_spatial(SpatialMechanism(SpatialSettings(**manifest["spatial"]), copy.deepcopy(net), scm.variables))
     except (InputError, KeyError, TypeError, ValueError) as e:
         raise InputError(f"{manifest_path}: invalid manifest ({type(e).__name__}: {e})") from e
     _load_weights(scm, root / GENERATOR_FILE)
