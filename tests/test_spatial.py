@@ -1,0 +1,169 @@
+"""The spatial-intensity counterfactual mechanism: exact composition, locality by construction, moved layers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from segcft.causal.parents import fit_parent_scm
+from segcft.causal.scm import build_deep_scm, training_parents
+from segcft.cft import SegmentorGuide
+from segcft.cft.factory import guide_kind, spatial_mechanism
+from segcft.cft.recipe import SPATIAL, spatial_recipe
+from segcft.data.datalist import load_datalist, structures_of
+from segcft.data.phantom import make_phantom
+from segcft.data.transforms import image_pipeline
+from segcft.evaluate.cft import finetune
+from segcft.evaluate.counterfactuals import EvalData, folding
+from segcft.models import segmentor
+from segcft.models.spatial import SpatialMechanism, folding_share, spatial_settings
+from segcft.serve.package import load_model_package, save_model_package
+from segcft.utils import InputError
+
+STAGES = [{"resolution": 32, "width": 8, "z_dim": 0}, {"resolution": 8, "width": 16, "z_dim": 4}, {"resolution": 1, "width": 16, "z_dim": 4}]
+AREAS = {"heart_area": "heart", "left_lung_area": "left_lung", "right_lung_area": "right_lung"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Threshold(nn.Module):
+    """A hand-made two-class segmentor: class 1 where the image is brighter than 0 (a sharp sigmoid)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-20 * x, 20 * x], 1)
+
+
+def _disk(size: int = 32, radius: float = 8.0) -> torch.Tensor:
+    """A bright disk (0.6) on a dark background (-0.6), both with the same fine texture."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    inside = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2).float()
+    texture = 0.05 * torch.sin(xx * 1.7) * torch.cos(yy * 2.3)
+    return (-0.6 + 1.2 * inside + texture)[None, None]
+
+
+def _disk_mechanism(**options) -> SpatialMechanism:
+    settings = spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, **options)
+    return SpatialMechanism(settings, Threshold(), ["disk_area"])
+
+
+def test_moving_a_layer_moves_its_boundary_and_keeps_the_texture_no_boundary_crosses():
+    mech = _disk_mechanism(context=4)
+    x = _disk()
+    probs = mech.probabilities(x)
+    ddf = torch.zeros(1, 2, 32, 32)
+    ddf[:, 1] = -2.0  # sample two pixels to the left: the disk moves two pixels to the right
+    band = torch.ones(1, 1, 32, 32)
+    moved = mech.move(x, probs, ddf, band)
+    row = moved[0, 0, 16]
+    # the disk moved right: pixels 9 and 10 left it (background level), 24 and 25 joined it
+    assert row[9] < -0.4 and row[10] < -0.4 and row[24] > 0.4 and row[25] > 0.4
+    # texture where no boundary crossed is the factual image's, to the bit
+    untouched = ((moved - x).abs() > 1e-6)[0, 0]
+    assert not untouched[16, 12:22].any() and not untouched[0:4].any()
+    # nothing changes outside the band
+    half = torch.zeros_like(band)
+    half[..., :16] = 1
+    assert torch.equal(mech.move(x, probs, ddf, half)[..., 16:], x[..., 16:])
+
+
+def test_the_band_is_the_dilated_mask_of_the_changed_structures_only():
+    mech = _disk_mechanism(band=2)
+    probs = mech.probabilities(_disk())
+    band = mech.band(probs, torch.tensor([[True]]))
+    mask = probs.argmax(1)[:, None] == 1
+    assert band[mask].min() == 1 and band.sum() > mask.sum()  # the mask and a ring around it
+    assert band[0, 0, 0, 0] == 0 and band[0, 0, 16, 16 + 8 + 1] == 1 and band[0, 0, 16, 16 + 8 + 3] == 0
+    assert mech.band(probs, torch.tensor([[False]])).sum() == 0
+
+
+def test_folding_share_counts_non_positive_jacobians():
+    identity = torch.zeros(2, 2, 16, 16)
+    assert torch.equal(folding_share(identity), torch.zeros(2))
+    flip = torch.zeros(1, 2, 16, 16)
+    flip[:, 1] = -2 * torch.arange(16, dtype=torch.float32)  # x -> -x: orientation reversed everywhere
+    assert folding_share(flip).item() == 1.0
+    band = torch.zeros(1, 1, 16, 16)
+    assert folding_share(flip, band).item() == 0.0  # an empty band has no fold to count
+
+
+def test_settings_and_recipe_refuse_unknown_fields_by_name():
+    with pytest.raises(InputError, match="bogus"):
+        spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, bogus=1)
+    with pytest.raises(InputError, match="not structure variables"):
+        SpatialMechanism(spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32), Threshold(), ["other"])
+    with pytest.raises(InputError, match="stepz"):
+        spatial_recipe({"stepz": 3})
+    with pytest.raises(InputError, match="'steps' must be a int"):
+        spatial_recipe({"steps": 2.5})
+    assert spatial_recipe({"lr": 1, "steps": 3}).lr == 1.0 and spatial_recipe({}) == SPATIAL
+    assert guide_kind("spatial-pos-seg") == ("pos-seg", True) and guide_kind("seg") == ("seg", False)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny chest phantom and a deep SCM with a spatial mechanism whose head is not zero."""
+    torch.manual_seed(0)
+    path = make_phantom("cxr", 64).write_dataset(tmp_path_factory.mktemp("cxr"), 12, seed=0, progress=False)
+    dl = load_datalist(path)
+    variables = list(dl["graph"])
+    scm = build_deep_scm(dl, variables, dl["graph"], stages=STAGES, log_vars=list(AREAS))
+    fit_parent_scm(scm.parents, training_parents(dl, variables), steps=20, seed=0)
+    pipeline = image_pipeline(32, "cxr", with_label=True, variables=variables)
+    items = [pipeline(item) for item in dl["training"]]
+    n = len(items)
+    net = segmentor("unet", 4, width=4)  # a rough segmentor, so the band is a part of the image
+    images = torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
+    labels = torch.stack([torch.as_tensor(i["label"]).as_subclass(torch.Tensor) for i in items]).long()[:, 0]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(images), labels).backward()
+        opt.step()
+    net.eval()
+    scm.attach_spatial(spatial_mechanism(dl, variables, net, 32))
+    nn.init.normal_(scm.spatial.head.out.weight, std=0.5)  # a head that moves something
+    data = EvalData([str(i) for i in range(n)], images, labels, {v: torch.stack([i["parents"][v] for i in items]) for v in variables},
+                    torch.stack([i["spacing"] for i in items]), None)
+    return dl, scm, net, data
+
+
+def test_null_intervention_is_exact_and_a_change_stays_in_its_band(setup):
+    _, scm, _, data = setup
+    with torch.no_grad():
+        null = scm.counterfactual(data.images, data.parents, {})
+        assert torch.equal(null.image, data.images)
+        cf = scm.counterfactual(data.images, data.parents, {"right_lung_area": data.parents["right_lung_area"] * 0.7})
+    assert scm.mechanism == "spatial" and cf.displacement.shape == (len(data), 2, 32, 32)
+    change = (cf.image - data.images).abs()
+    outside = (cf.band == 0).expand_as(change)
+    assert change.sum() > 0 and outside.float().mean() > 0.3 and change[outside].max() == 0
+    assert set(folding(scm, data, ["right_lung_area"])["right_lung_area"]) == {"-25%", "+25%"}
+
+
+def test_spatial_cft_trains_the_head_only(setup):
+    dl, scm, net, data = setup
+    scm = copy.deepcopy(scm)
+    frozen = {name: p.detach().clone() for name, p in scm.named_parameters() if not name.startswith("spatial.head.")}
+    head = [p.detach().clone() for p in scm.spatial.head.parameters()]
+    guide = SegmentorGuide(copy.deepcopy(net), structures_of(dl), 32, AREAS)
+    out = finetune(scm, guide, data, list(AREAS), eps=10.0, steps=3, lr=1e-3, seed=0, batch_size=4, warmup=0, ema_decay=0.0, desc="test")
+    assert out["lambda"] == 0.0 and out["skipped_updates"] == 0
+    assert all(torch.equal(p, frozen[name]) for name, p in scm.named_parameters() if name in frozen)
+    assert any(not torch.equal(p, q) for p, q in zip(scm.spatial.head.parameters(), head))
+
+
+def test_a_package_keeps_the_spatial_mechanism(setup, tmp_path):
+    dl, scm, net, data = setup
+    config = {"modality": "cxr", "image_size": 32, "variables": scm.variables, "graph": dl["graph"], "log_vars": list(AREAS),
+              "preset": "cpu64", "stages": STAGES, "latents": "fixed"}
+    path = save_model_package(tmp_path / "pkg", scm, config=config, datalist=dl, segmentor_net=net,
+                              segmentor_entry={"network": "unet", "width": 4, "image_size": 32}, provenance={"method": "spatial-seg"})
+    pkg = load_model_package(path)
+    assert pkg.manifest["spatial"]["structure_of"] == AREAS and pkg.scm.mechanism == "spatial"
+    do = {"heart_area": data.parents["heart_area"] * 1.2}
+    with torch.no_grad():
+        assert torch.equal(pkg.scm.counterfactual(data.images, data.parents, do).image,
+                           scm.counterfactual(data.images, data.parents, do).image)
