@@ -45,7 +45,7 @@ def test_demo_trains_everything_and_writes_a_report_and_a_model_package(tmp_path
     for figure in ("counterfactuals.png", "dose_response.png", "generator_curves.png"):
         assert f"figures/{figure}" in report and (tmp_path / "figures" / figure).stat().st_size > 5_000
     metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
-    assert list(metrics["methods"]) == ["no fine-tuning", "Seg-CFT"]
+    assert list(metrics["methods"]) == ["no fine-tuning", "Seg-CFT", "Spatial Seg-CFT"]
     for entry in metrics["methods"].values():
         assert set(entry["effectiveness_mape_percent"]) == {"heart_area", "left_lung_area", "right_lung_area"}
         assert "ground_truth" in entry and entry["composition_max_abs"] < 1e-4
