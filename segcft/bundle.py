@@ -35,7 +35,7 @@ from segcft.engines.generator import (
 from segcft.evaluate import counterfactuals as cfe
 from segcft.evaluate.cft import measure_model
 from segcft.evaluate.counterfactuals import Judge
-from segcft.evaluate.generator import load_checkpoint
+from segcft.engines.loading import load_checkpoint
 from segcft.measure import AreaErrorMetric, RegionSpec
 from segcft.models import segmentor
 from segcft.utils import InputError, write_json

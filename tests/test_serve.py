@@ -24,7 +24,7 @@ from segcft.data.datalist import load_datalist
 from segcft.data.io import read_dicom, read_image, write_nifti, write_png
 from segcft.data.phantom import make_phantom
 from segcft.data.transforms import image_pipeline
-from segcft.evaluate.generator import generator_config_files
+from segcft.engines.loading import generator_config_files
 from segcft.models import segmentor
 from segcft.serve import counterfactual_files, load_model_package, save_model_package
 from segcft.serve.counterfactual import to_input_grid

@@ -78,8 +78,9 @@ def _run(
     from segcft.data.phantom import phantom_from_datalist
     from segcft.evaluate import counterfactuals as cfe
     from segcft.evaluate.cft import dose_response, finetune, locality_and_drift, shuffled_loader
-    from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
-    from segcft.evaluate.segmentor import bench_segmentor, bundle_for
+    from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor
+    from segcft.evaluate.generator import load_judge
+    from segcft.evaluate.segmentor import bench_segmentor
     from segcft.figures import dose_response as plot_dose_response, training_curves
     from segcft.serve.package import generator_settings, save_model_package
     from segcft.utils import atomic_path, write_json

@@ -34,8 +34,8 @@ from segcft.data.phantom import Phantom, phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound, trainable
 from segcft.evaluate import counterfactuals as cfe
 from segcft.engines.generator import ema_model
-from segcft.evaluate.generator import generator_config_files, load_generator, load_judge, load_segmentor
-from segcft.evaluate.segmentor import bundle_for
+from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor
+from segcft.evaluate.generator import load_judge
 from segcft.figures import cft_curves, counterfactual_grid
 from segcft.measure import RegionSpec
 from segcft.utils import InputError, atomic_path, write_json

@@ -19,21 +19,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from segcft.data.datalist import load_datalist, structures_of
-from segcft.utils import InputError, write_json
-
-REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
-MODALITY_OF = {"CR": "cxr", "DX": "cxr", "CT": "ccta"}
-
-
-def bundle_for(datalist: dict, kind: str = "segmentor") -> Path:
-    """The bundle folder for a datalist's modality, e.g. ``bundles/cxr_segmentor``."""
-    modality = MODALITY_OF.get(str(datalist.get("modality", "")).upper())
-    if modality is None:
-        raise InputError(f"datalist modality {datalist.get('modality')!r} is not one of {sorted(MODALITY_OF)}")
-    path = REPO_BUNDLES / f"{modality}_{kind}"
-    if not (path / "configs").is_dir():
-        raise InputError(f"{path}: bundle not found (pass --bundle)")
-    return path
+from segcft.engines.loading import bundle_for
+from segcft.utils import write_json
 
 
 def _workflow(bundle: Path, config: str, overrides: dict[str, Any]) -> ConfigWorkflow:

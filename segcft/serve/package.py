@@ -38,8 +38,7 @@ from segcft import __version__
 from segcft.causal.scm import DeepSCM, build_deep_scm, training_parents
 from segcft.data.datalist import check_variable, load_datalist, structures_of
 from segcft.data.transforms import INTENSITY_WINDOWS, image_pipeline
-from segcft.evaluate.generator import generator_config_files, load_generator, load_segmentor, segmentor_instance
-from segcft.evaluate.segmentor import bundle_for
+from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor, segmentor_instance
 from segcft.measure import RegionSpec, hard_areas, partition, region_areas, region_variable_name
 from segcft.models import segmentor
 from segcft.models.spatial import SpatialMechanism, SpatialSettings
