@@ -89,6 +89,35 @@ def test_folding_share_counts_non_positive_jacobians():
     assert folding_share(flip, band).item() == 0.0  # an empty band has no fold to count
 
 
+def test_own_layers_move_one_structure_and_keep_a_partition():
+    """Two boxes, each with its own field: each moves by its own, a zero field keeps its box to the bit."""
+    settings = spatial_settings({"a_area": "a", "b_area": "b"}, {"a": 1, "b": 2}, 32, layers="own")
+    mech = SpatialMechanism(settings, Threshold(), ["a_area", "b_area"])
+    assert settings.fields == 2 and mech.head.out.out_channels == 5
+    probs = torch.zeros(1, 3, 32, 32)
+    probs[:, 1, 10:20, 4:12] = 1  # structure a
+    probs[:, 2, 10:20, 20:28] = 1  # structure b
+    probs[:, 0] = 1 - probs[:, 1:].sum(1)
+    ddf = torch.zeros(1, 4, 32, 32)
+    ddf[:, 1] = -3.0  # a's field: sample three pixels to the left, so a moves right into the background
+    ddf[:, 3] = 5.0  # b's field: sample five pixels to the right, so b moves left
+    layers = mech.moved_layers(probs, ddf)
+    assert torch.allclose(layers.sum(1), torch.ones(1, 32, 32)) and layers.min() >= 0
+    assert layers[0, 1, 15, 13] == 1 and layers[0, 1, 15, 5] == 0  # a moved right by three
+    assert layers[0, 2, 15, 23] == 0 and layers[0, 2, 15, 15] == 1  # b moved left by five
+    ddf[:, 2:] = 0
+    assert torch.equal(mech.moved_layers(probs, ddf)[:, 2], probs[:, 2])  # b's zero field keeps b
+    one = {layers: SpatialMechanism(spatial_settings({"a_area": "a"}, {"a": 1}, 32, layers=layers), Threshold(), ["a_area"])
+           for layers in ("shared", "own")}  # with one structure the two are the same move
+    two_classes = torch.stack([1 - probs[:, 1], probs[:, 1]], 1)
+    assert torch.allclose(one["shared"].moved_layers(two_classes, ddf[:, :2]), one["own"].moved_layers(two_classes, ddf[:, :2]))
+    two = torch.zeros(1, 4, 8, 8)
+    two[:, 3] = -2 * torch.arange(8, dtype=torch.float32)  # the second field folds everywhere, the first nowhere
+    assert folding_share(two).item() == 1.0 and folding_share(two[:, :2]).item() == 0.0
+    with pytest.raises(InputError, match="layers"):
+        spatial_settings({"a_area": "a"}, {"a": 1}, 32, layers="many")
+
+
 def test_settings_and_recipe_refuse_unknown_fields_by_name():
     with pytest.raises(InputError, match="bogus"):
         spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, bogus=1)

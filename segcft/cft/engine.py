@@ -137,7 +137,7 @@ class CFTTrainer(Trainer):
         guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
                                      intervened=list(do))
         if spatial:
-            loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(cf.displacement)
+            loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(cf.displacement.reshape(-1, 2, *cf.displacement.shape[-2:]))
                     + self.sparse_weight * cf.intensity.abs().mean())
         else:
             loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)

@@ -47,7 +47,7 @@ class SpatialRecipe:
     """Settings of fine-tuning a spatial mechanism's head, and of the mechanism itself.
 
     ``bending_weight`` weighs the displacement's bending energy (MONAI ``BendingEnergyLoss``),
-    ``sparse_weight`` the L1 norm of the intensity term; the last five fields are those of
+    ``sparse_weight`` the L1 norm of the intensity term; the last six fields are those of
     :class:`~segcft.models.spatial.SpatialSettings`. ``max_intensity`` 0 turns the intensity
     term off: a chest radiograph's structures change by moving, and on the chest phantom an
     intensity term of 0.25 repainted the lungs instead (docs/research).
@@ -66,10 +66,11 @@ class SpatialRecipe:
     max_intensity: float = 0.0
     band: int = 4
     context: int = 4
+    layers: str = "shared"
 
     def mechanism_options(self) -> dict:
         """The fields that configure the mechanism, as :func:`~segcft.models.spatial.spatial_settings` takes them."""
-        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context")}
+        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context", "layers")}
 
 
 SPATIAL = SpatialRecipe()
@@ -81,7 +82,7 @@ def spatial_recipe(overrides: Mapping[str, Any]) -> SpatialRecipe:
     for key, value in overrides.items():
         if key not in known:
             raise InputError(f"unknown spatial recipe field {key!r}; known: {sorted(known)}")
-        expected = {"int": int, "float": (int, float)}[known[key]]
+        expected = {"int": int, "float": (int, float), "str": str}[known[key]]
         if isinstance(value, bool) or not isinstance(value, expected):
             raise InputError(f"spatial recipe field {key!r} must be a {known[key]}, got {value!r}")
     return replace(SPATIAL, **{k: float(v) if known[k] == "float" else v for k, v in overrides.items()})

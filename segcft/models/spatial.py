@@ -42,6 +42,8 @@ from segcft.utils import InputError
 CHANGE_TOL = 1e-6
 #: Pseudo-count of a pixel's own value in the local class means (a class absent nearby takes it).
 CONTEXT_EPS = 1e-2
+#: How the class layers move: all by one displacement, or each moved structure by its own.
+LAYERS = ("shared", "own")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class SpatialSettings:
     intensity term (on the ``[-1, 1]`` range), ``band`` is the dilation (pixels) of the
     intervened structures' masks, ``context`` the half-width (pixels) of the box over which
     each class's local mean intensity is taken, ``width`` the head's first feature width.
+    ``layers`` is ``"shared"`` (one displacement moves every class layer) or ``"own"`` (one
+    displacement per moved structure, see :meth:`SpatialMechanism.move`).
     """
 
     structure_of: dict[str, str]
@@ -63,6 +67,21 @@ class SpatialSettings:
     band: int = 4
     context: int = 4
     int_steps: int = 7
+    layers: str = "shared"
+
+    def __post_init__(self) -> None:
+        if self.layers not in LAYERS:
+            raise InputError(f"spatial mechanism: layers must be one of {LAYERS}, got {self.layers!r}")
+
+    @property
+    def moved_classes(self) -> list[int]:
+        """The labels of the structures that move, each once, in the order of ``structure_of``."""
+        return list(dict.fromkeys(self.structures[s] for s in self.structure_of.values()))
+
+    @property
+    def fields(self) -> int:
+        """How many displacement fields the head gives: one, or one per moved structure."""
+        return 1 if self.layers == "shared" else len(self.moved_classes)
 
 
 class SpatialHead(nn.Module):
@@ -75,12 +94,12 @@ class SpatialHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, classes: int, parent_dim: int, width: int = 16,
-                 max_displacement: float = 4.0, max_intensity: float = 0.25) -> None:
+                 max_displacement: float = 4.0, max_intensity: float = 0.25, fields: int = 1) -> None:
         super().__init__()
         w = width
         self.net = UNet(2, in_channels + classes + 2 * parent_dim, w, channels=(w, 2 * w, 4 * w, 4 * w), strides=(2, 2, 2),
                         num_res_units=1, norm=None)
-        self.out = nn.Conv2d(w, 3, 1)
+        self.out = nn.Conv2d(w, 2 * fields + 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.max_displacement, self.max_intensity = float(max_displacement), float(max_intensity)
@@ -95,7 +114,7 @@ class SpatialHead(nn.Module):
         moved = torch.cat([x, probs, maps(cond), maps(cond_cf - cond)], 1)
         raw = torch.tanh(self.out(self.net(torch.cat([moved, factual]))))
         diff = raw[:b] - raw[b:]
-        return self.max_displacement * diff[:, :2], self.max_intensity * diff[:, 2:]
+        return self.max_displacement * diff[:, :-1], self.max_intensity * diff[:, -1:]
 
 
 class SpatialMechanism(nn.Module):
@@ -115,7 +134,8 @@ class SpatialMechanism(nn.Module):
         self.settings = settings
         self.segmentor = segmentor.eval().requires_grad_(False)
         classes = max(settings.structures.values()) + 1
-        self.head = SpatialHead(in_channels, classes, len(variables), settings.width, settings.max_displacement, settings.max_intensity)
+        self.head = SpatialHead(in_channels, classes, len(variables), settings.width, settings.max_displacement,
+                                settings.max_intensity, settings.fields)
         index = {v: i for i, v in enumerate(variables)}
         self.columns = [index[v] for v in settings.structure_of]
         self.classes = [settings.structures[s] for s in settings.structure_of.values()]
@@ -162,10 +182,34 @@ class SpatialMechanism(nn.Module):
         and a pixel no boundary crosses keeps its value, texture and all.
         """
         means = self.class_means(x, probs)
-        change = (means * (self.warp(probs, ddf) - probs)).sum(1, keepdim=True)
+        change = (means * (self.moved_layers(probs, ddf) - probs)).sum(1, keepdim=True)
         if intensity is not None:
             change = change + intensity
         return x + band * change
+
+    def moved_layers(self, probs: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+        """The class layers after the move, still a partition of each pixel.
+
+        ``shared``: every layer warped by the one ``ddf``. ``own``: each moved structure's
+        layer warped by its own field (``ddf`` is ``(B, 2 * structures, H, W)``), the other
+        structures kept; where the structures now overlap they share the pixel in proportion,
+        and the background (class 0) takes what they leave. A heart that shrinks thus frees
+        pixels that a growing lung may fill, without dragging the lung's far boundary along.
+        """
+        if self.settings.layers == "shared":
+            return self.warp(probs, ddf)
+        moved = list(probs.unbind(1))
+        for j, c in enumerate(self.settings.moved_classes):
+            moved[c] = self.warp(probs[:, c : c + 1], ddf[:, 2 * j : 2 * j + 2])[:, 0]
+        structures = torch.stack(moved[1:], 1)
+        total = structures.sum(1, keepdim=True)
+        structures = structures / total.clamp(min=1.0)
+        return torch.cat([(1.0 - structures.sum(1, keepdim=True)).clamp(min=0.0), structures], 1)
+
+    def integrate_fields(self, velocity: torch.Tensor) -> torch.Tensor:
+        """Velocities ``(B, 2F, H, W)`` to displacements of the same shape, each field integrated alone."""
+        b, _, h, w = velocity.shape
+        return self.integrate(velocity.reshape(-1, 2, h, w)).reshape(b, -1, h, w)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor) -> dict[str, torch.Tensor]:
         """``image`` (x*), ``displacement`` (the DDF, pixels), ``intensity`` (s) and ``band`` for a batch."""
@@ -174,20 +218,25 @@ class SpatialMechanism(nn.Module):
             probs = self.probabilities(x)
             band = self.band(probs, moved)
         velocity, intensity = self.head(x, probs, cond, cond_cf)
-        ddf = self.integrate(velocity)
+        ddf = self.integrate_fields(velocity)
         moved_x = self.move(x, probs, ddf, band, intensity if self.settings.max_intensity > 0 else None)
         image = torch.where(moved.any(1)[:, None, None, None], moved_x.clamp(-1, 1), x)
         return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band}
 
 
 def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
-    """Per sample, the share of pixels (inside ``band`` if given) where ``identity + ddf`` folds (Jacobian det <= 0)."""
-    d = ddf
-    dy = (d[:, :, 2:, 1:-1] - d[:, :, :-2, 1:-1]) / 2  # central differences along rows and columns
-    dx = (d[:, :, 1:-1, 2:] - d[:, :, 1:-1, :-2]) / 2
-    det = (1 + dy[:, 0]) * (1 + dx[:, 1]) - dx[:, 0] * dy[:, 1]
-    region = torch.ones_like(det) if band is None else band[:, 0, 1:-1, 1:-1]
-    return ((det <= 0).to(det.dtype) * region).sum((1, 2)) / region.sum((1, 2)).clamp(min=1)
+    """Per sample, the share of pixels (inside ``band`` if given) where ``identity + ddf`` folds (Jacobian det <= 0).
+
+    ``ddf`` may hold several fields (``(B, 2F, H, W)``, one per moved structure): a pixel
+    counts where any of them folds.
+    """
+    d = ddf.reshape(ddf.shape[0], -1, 2, *ddf.shape[-2:])
+    dy = (d[..., 2:, 1:-1] - d[..., :-2, 1:-1]) / 2  # central differences along rows and columns
+    dx = (d[..., 1:-1, 2:] - d[..., 1:-1, :-2]) / 2
+    det = (1 + dy[:, :, 0]) * (1 + dx[:, :, 1]) - dx[:, :, 0] * dy[:, :, 1]
+    folds = (det <= 0).any(1).to(ddf.dtype)
+    region = torch.ones_like(folds) if band is None else band[:, 0, 1:-1, 1:-1]
+    return (folds * region).sum((1, 2)) / region.sum((1, 2)).clamp(min=1)
 
 
 def spatial_settings(structure_of: Mapping[str, str], structures: Mapping[str, int], segmentor_size: int, **options) -> SpatialSettings:
