@@ -55,7 +55,7 @@ class SpatialSettings:
     intervened structures' masks, ``context`` the half-width (pixels) of the box over which
     each class's local mean intensity is taken, ``width`` the head's first feature width.
     ``layers`` is ``"shared"`` (one displacement moves every class layer) or ``"own"`` (one
-    displacement per moved structure, see :meth:`SpatialMechanism.move`).
+    displacement per moved structure, see :meth:`SpatialMechanism.moved_layers`).
     """
 
     structure_of: dict[str, str]
@@ -118,7 +118,7 @@ class SpatialHead(nn.Module):
 
 
 class SpatialMechanism(nn.Module):
-    """``x* = x + b * (g * (warp(x, phi) - x) + s)`` (see the module docstring).
+    """``x* = x + b * (sum_c m_c * (warp(p_c, phi) - p_c) + s)`` (see the module docstring).
 
     ``variables`` is the order of the parent vector the deep SCM conditions on; ``segmentor``
     is the frozen network whose masks place the band (it is saved with the mechanism).
