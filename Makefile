@@ -15,7 +15,7 @@ ML_VENV ?= .venv-monailabel
 ML_BIN := $(ML_VENV)/bin
 ML_APP := apps/monailabel
 
-.PHONY: install test demo clean monailabel-env test-monailabel
+.PHONY: install test demo results results-page clean monailabel-env test-monailabel
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: install
 
 demo: install
 	$(BIN)/segcft demo --out $(OUT) --seed $(SEED)
+
+# Every report behind docs/results.md, then the page, in runs/results/ (hours at full scale on
+# 2 cores; SCALE=small checks the chain in minutes). results-page regenerates docs/results.md
+# from the reports in docs/bench/.
+SCALE ?= full
+results: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" SCALE=$(SCALE) scripts/reproduce_results.sh
+
+results-page: install
+	$(BIN)/segcft bench report --manifest docs/results.yaml --out docs/results.md
 
 # torch first, then monailabel without its dependencies (they name torchvision and sam2, which
 # do not work beside the CPU torch), then its other dependencies and segcft under the pins.

@@ -198,3 +198,37 @@ def paired_differences(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def overview(
+    effectiveness: Mapping[str, Mapping[str, float]], floor: Mapping[str, float], locality: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike, title: str = "", metric: str = "",
+) -> Path:
+    """Two panels, methods side by side per variable: the judged error with the noise floor as a grey band; locality.
+
+    ``effectiveness[method][variable]`` and ``locality[method][variable]`` are the means to draw;
+    ``floor[variable]`` is the evaluation segmentor's own error, below which no method can be read.
+    """
+    methods = list(effectiveness)
+    variables = list(dict.fromkeys(v for m in methods for v in effectiveness[m]))
+    width = 0.8 / max(1, len(methods))
+    fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.2 * len(variables) * 2, 3.2))
+    for ax, values, label in ((axes[0], effectiveness, f"{metric}, do ~ test split (lower is better)"),
+                              (axes[1], locality, "locality (higher is better)")):
+        for i, m in enumerate(methods):
+            xs = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(variables))]
+            ax.bar(xs, [values[m].get(v, np.nan) for v in variables], width=width, label=m)
+        ax.set_xticks(range(len(variables)), variables, fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for x, v in enumerate(variables):
+        if v in floor:
+            axes[0].fill_between([x - 0.45, x + 0.45], 0, floor[v], color="0.3", alpha=0.45, lw=0, zorder=3,
+                                 label="noise floor" if x == 0 else None)
+    axes[1].set_ylim(0, 1)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

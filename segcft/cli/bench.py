@@ -126,3 +126,17 @@ def summary(
     result = summarize_cft([parse_source(r) for r in report], out, pairs=pairs, command=shlex.join(["segcft", *sys.argv[1:]]))
     figures = "".join(f", {c['figure']}" for c in result["comparisons"].values())
     typer.echo(f"{len(result['instances'])} instance(s); wrote {out}, {Path(out).with_suffix('.md')}{figures}")
+
+
+@app.command("report")
+@user_errors
+def report(
+    manifest: Path = typer.Option(Path("docs/results.yaml"), help="The results manifest: which reports make which table and claim."),
+    out: Path = typer.Option(Path("docs/results.md"), help="The results page, written beside the manifest (its links are relative to it)."),
+) -> None:
+    """The headline results page, generated from the reports its manifest names, with one overview figure per table."""
+    from segcft.evaluate.report import build_results
+
+    text = build_results(manifest, out)
+    typer.echo(f"wrote {out} ({text.count(chr(10))} lines) and its overview figures in {out.parent / 'figures'}")
+

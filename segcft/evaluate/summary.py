@@ -91,13 +91,17 @@ def _over(entries: Sequence[Mapping[str, Any]], variable: str) -> dict[str, Any]
     return {k: _stats([p[k] for p in per]) for k in keys}
 
 
-def summarize_cft(
+def aggregate_cft(
     sources: Sequence[tuple[str | os.PathLike, Sequence[str] | None]],
-    out: str | os.PathLike,
     pairs: Sequence[tuple[str, str]] = (("seg", "reg"), ("seg", "none")),
     command: str | None = None,
-) -> dict[str, Any]:
-    """Merge reports into instances, then per method the mean and SD over instances, and per pair the wins."""
+    out: str | os.PathLike = "summary.json",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Merge reports into instances, then per method the mean and SD over instances, and per pair the wins.
+
+    Returns the summary and the merged instances (with their methods' entries); nothing is
+    written. ``out`` only names the paired-difference figures the summary lists.
+    """
     loaded = _load_all(sources)
     shared = {f: _agree(f, loaded) for f in SHARED}
     tuned = [(p, r) for p, r in loaded if set(r["methods"]) - {"none"}]
@@ -151,8 +155,20 @@ def summarize_cft(
         "benchmark": "cft summary", "command": command, **shared, "settings": settings,
         "instances": listed, "methods": methods, "comparisons": comparisons,
     }
+    return summary, list(instances.values())
+
+
+def summarize_cft(
+    sources: Sequence[tuple[str | os.PathLike, Sequence[str] | None]],
+    out: str | os.PathLike,
+    pairs: Sequence[tuple[str, str]] = (("seg", "reg"), ("seg", "none")),
+    command: str | None = None,
+) -> dict[str, Any]:
+    """:func:`aggregate_cft`, written as JSON, a Markdown table and one paired-difference figure per pair."""
+    summary, instances = aggregate_cft(sources, pairs, command, out)
+    comparisons = summary["comparisons"]
     write_json(summary, out)
-    _write_table(summary, list(instances.values()), Path(out).with_suffix(".md"))
+    _write_table(summary, instances, Path(out).with_suffix(".md"))
     for comp in comparisons.values():
         diffs = {v: {LABELS.get(k, k): m["difference"]["values"] for k, m in metrics.items()} for v, metrics in comp["variables"].items()}
         paired_differences(diffs, {LABELS.get(k, k): lower for k, lower in LOWER_IS_BETTER.items()}, comp["figure"],
