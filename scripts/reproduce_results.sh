@@ -21,8 +21,8 @@ PYTHON=${PYTHON:-python}
 DEVICE=${DEVICE:-cpu}
 
 case "$SCALE" in
-  full)  N=600; SEG_EPOCHS=(); SEG_PHANTOM=(--epochs 40); GEN_JSRT=120; GEN_PHANTOM=40; STEPS=900; SPATIAL=200; DEMO=() ;;
-  small) N=40; SEG_EPOCHS=(--epochs 1); SEG_PHANTOM=(--epochs 1); GEN_JSRT=1; GEN_PHANTOM=1; STEPS=4; SPATIAL=4
+  full)  N=600; SEG_EPOCHS=(); SEG_PHANTOM=(--epochs 40); GEN_JSRT=120; GEN_PHANTOM=40; STEPS=900; SPATIAL=200; FULLRES_CASES=8; DEMO=() ;;
+  small) N=40; SEG_EPOCHS=(--epochs 1); SEG_PHANTOM=(--epochs 1); GEN_JSRT=1; GEN_PHANTOM=1; STEPS=4; SPATIAL=4; FULLRES_CASES=1
          DEMO=(--n 40 --segmentor-epochs 1 --generator-epochs 1 --cft-steps 2 --spatial-steps 2) ;;
   *) echo "SCALE must be full or small, not '$SCALE'" >&2; exit 2 ;;
 esac
@@ -41,6 +41,10 @@ generator() {  # generator CONFIGS ROOT DATALIST EPOCHS SEED
 cp "$W/demo/metrics.json" "$B/demo_metrics.json"
 "$SEGCFT" bench cft --data "$W/demo/data/datalist.json" --generator "$W/demo/generator" --segmentors "$W/demo/segmentor.json" \
     --seed 0 --methods none,spatial-seg --spatial "steps=$SPATIAL" --device "$DEVICE" --out "$B/spatial/chest64_shared.json"
+
+mkdir -p "$B/fullres"
+"$SEGCFT" bench fullres --model "$W/demo/model" --data "$W/demo/data/datalist.json" --size 256 --cases "$FULLRES_CASES" \
+    --out "$B/fullres/chest_demo_256.json"
 
 # JSRT: segmentors, four base models, the seeds' methods on each.
 "$SEGCFT" data jsrt --src "$JSRT" --out "$W/data/jsrt"

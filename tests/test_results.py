@@ -37,7 +37,7 @@ def _copy_docs(tmp_path: Path) -> Path:
     docs.mkdir()
     shutil.copy(DOCS / "results.yaml", docs / "results.yaml")
     manifest = load_manifest(docs / "results.yaml")
-    reports = [manifest["demo"], *(s["report"] for s in manifest["segmentors"] + manifest["generators"]),
+    reports = [manifest["demo"], *(s["report"] for s in manifest["segmentors"] + manifest["generators"] + manifest.get("fullres", [])),
                *(r for g in manifest["cft"] for r in g["reports"])]
     for r in reports:
         (docs / r).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -196,3 +197,63 @@ def test_a_package_keeps_the_spatial_mechanism(setup, tmp_path):
     with torch.no_grad():
         assert torch.equal(pkg.scm.counterfactual(data.images, data.parents, do).image,
                            scm.counterfactual(data.images, data.parents, do).image)
+
+
+def test_the_full_resolution_change_is_the_model_change_at_ratio_one_and_zero_without_a_move(setup):
+    _, scm, _, data = setup
+    x, pa = data.images[:1], {v: t[:1] for v, t in data.parents.items()}
+    pa_cf = scm.parents.counterfactual(pa, {"heart_area": pa["heart_area"] * 0.8})
+    with torch.no_grad():
+        out = scm.spatial(x, scm.condition(pa), scm.condition(pa_cf))
+        same = scm.spatial.full_resolution_change(out, lambda m: m, 1.0)
+        inside = out["image"][0, 0].abs() < 1  # x* is clamped to the image range; the change is not
+        assert inside.float().mean() > 0.95
+        assert torch.allclose(same[inside], (out["image"] - x)[0, 0][inside], atol=1e-5)
+        null = scm.spatial(x, scm.condition(pa), scm.condition(pa))
+        assert torch.equal(scm.spatial.full_resolution_change(null, lambda m: m, 4.0), torch.zeros(32, 32))
+
+
+def test_counterfactuals_of_a_larger_input_move_sharp_boundaries_and_keep_the_rest(setup, tmp_path):
+    """A 128 px DICOM through a 32 px package: the change made at 128 px stays out of the unmoved pixels,
+    and its boundary is narrower than the resampled model-size change's."""
+    from segcft.serve.counterfactual import counterfactual_files
+
+    dl, scm, net, data = setup
+    pkg = load_model_package(_package(setup, tmp_path))
+    hi = make_phantom("cxr", 128)
+    item = dl["test"][0]
+    parents = hi.parents_from_noise(item["noise"])
+    image, _ = hi.render(item["noise"], parents)
+    hi.write_image(image, tmp_path / "in.dcm", item["case"], parents)
+    load = image_pipeline(32, "cxr", with_label=False)
+    read = lambda p: load({"image": str(p)}, end=1)["image"][0].as_tensor().float()  # noqa: E731
+    changes = {}
+    for full in (True, False):
+        summary = counterfactual_files(pkg, [tmp_path / "in.dcm"], ["heart_area=*0.85"], tmp_path / str(full),
+                                       parents={v: parents[v] for v in pkg.variables}, progress=False, full_resolution=full)
+        assert not summary["failed"] and summary["resolution"] == ("input" if full else "model, resampled")
+        changes[full] = read(summary["results"][0]["outputs"]["counterfactual"]) - read(tmp_path / "in.dcm")
+    assert changes[True].abs().max() > 0.01
+    moved = lambda c: (c.abs() > 0.01).float().mean()  # noqa: E731
+    assert moved(changes[True]) < moved(changes[False])  # a sharp boundary: fewer pixels change by a visible amount
+
+
+def _package(setup, tmp_path):
+    dl, scm, net, _ = setup
+    config = {"modality": "cxr", "image_size": 32, "variables": scm.variables, "graph": dl["graph"], "log_vars": list(AREAS),
+              "preset": "cpu64", "stages": STAGES, "latents": "fixed"}
+    return save_model_package(tmp_path / "pkg", scm, config=config, datalist=dl, segmentor_net=net,
+                              segmentor_entry={"network": "unet", "width": 4, "image_size": 32}, provenance={"method": "spatial-seg"})
+
+
+def test_bench_fullres_compares_both_modes_with_the_rendered_truth(setup, tmp_path):
+    from segcft.serve.resolution import MODES, bench_resolution
+
+    dl, *_ = setup
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps(dl))  # its item paths are absolute once loaded
+    report = bench_resolution(_package(setup, tmp_path), datalist, tmp_path / "fullres.json", size=96, cases=1)
+    entries = [e for per in report["error"].values() for e in per.values()]
+    assert entries and report["size"] == 96 and report["model_size"] == 32
+    assert all(all(m in e and f"{m}, changed pixels" in e for m in MODES) and e["unchanged"] > 0 for e in entries)
+    assert (tmp_path / "fullres.png").is_file()

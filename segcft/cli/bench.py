@@ -140,3 +140,21 @@ def report(
     text = build_results(manifest, out)
     typer.echo(f"wrote {out} ({text.count(chr(10))} lines) and its overview figures in {out.parent / 'figures'}")
 
+
+@app.command("fullres")
+@user_errors
+def fullres(
+    model: Path = typer.Option(..., help="A spatial model package (e.g. runs/demo/model)."),
+    data: Path = typer.Option(..., help="The phantom datalist the model was trained on: its test cases are rendered at --size."),
+    out: Path = typer.Option(..., help="Report JSON; a figure of the first case (.png) is written beside it."),
+    size: int = typer.Option(256, help="Size at which the phantom renders each case and its true counterfactual."),
+    cases: int = typer.Option(8, min=1, help="Test cases to use."),
+    seed: int = typer.Option(0, help="Seed of the counterfactual runs."),
+    device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+) -> None:
+    """Counterfactuals at an input's own resolution against the phantom's truth: boundaries moved there, or the change resampled."""
+    from segcft.serve.resolution import bench_resolution
+
+    report = bench_resolution(model, data, out, size=size, cases=cases, seed=seed, device=device,
+                              command=shlex.join(["segcft", *sys.argv[1:]]))
+    typer.echo(f"wrote {out} and {out.with_suffix('.png')}; {report['refused']} intervention(s) refused")

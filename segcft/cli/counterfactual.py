@@ -35,6 +35,8 @@ def counterfactual(
     particles: int = typer.Option(1, min=1, help="Latent samples averaged; > 1 also writes the per-pixel variance."),
     seed: int = typer.Option(0, help="Seed of the latent samples (particles > 1)."),
     device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+    full_resolution: bool = typer.Option(True, help="A spatial model moves the boundaries at the input's own resolution; "
+                                                   "--no-full-resolution adds its resampled model-size change instead."),
 ) -> None:
     """Answer "what would this image look like if ...?" for each input; outputs keep the input's geometry."""
     from segcft.serve import counterfactual_files, expand_inputs, load_model_package
@@ -42,7 +44,8 @@ def counterfactual(
     given = parse_parents(parent)
     inputs = expand_inputs(input_)
     pkg = load_model_package(model, device)
-    summary = counterfactual_files(pkg, inputs, do, out, particles=particles, parents=given, seed=seed)
+    summary = counterfactual_files(pkg, inputs, do, out, particles=particles, parents=given, seed=seed,
+                                  full_resolution=full_resolution)
     typer.echo(f"wrote {summary['processed']} counterfactual(s) of {len(inputs)} input(s) to {out} (summary: {out / 'summary.json'})")
     for failure in summary["failed"]:
         error = failure["error"]

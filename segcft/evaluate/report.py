@@ -300,12 +300,12 @@ def _segmentors(specs: Sequence[Mapping[str, Any]], docs: Path) -> list[str]:
         r = read_json(docs / s["report"], "segmentor report")
         commands.append(r["command"])
         for name, inst in r["instances"].items():
-            for structure, dice in inst["test_dice"].items():
-                rows.append([s["title"], f"{name} ({inst['network']})", structure.replace("_", " "), f"{dice:.4f}",
-                             _fmt(inst["test_area_mape_percent"][structure]), _fmt(inst["train_seconds"] / 60, 1),
-                             _fmt(inst["inference_images_per_second"], 0)])
+            rows.append([s["title"], f"{name} ({inst['network']})",
+                         ", ".join(f"{st.replace('_', ' ')} {d:.4f}" for st, d in inst["test_dice"].items()),
+                         ", ".join(_fmt(m) for m in inst["test_area_mape_percent"].values()),
+                         _fmt(inst["train_seconds"] / 60, 1), _fmt(inst["inference_images_per_second"], 0)])
     lines += _commands(commands) + [""]
-    lines += _table(["data", "instance", "structure", "Dice", "area MAPE %", "train min", "images/s"], rows)
+    lines += _table(["data", "instance", "Dice per structure", "area MAPE % (same order)", "train min", "images/s"], rows)
     lines += ["", "Reports: " + ", ".join(_link(s["report"]) for s in specs) + "; "
               + ", ".join(dict.fromkeys(_link(s["note"], "research note") for s in specs if s.get("note"))) + ".", ""]
     return lines
@@ -328,6 +328,34 @@ def _generators(specs: Sequence[Mapping[str, Any]], docs: Path) -> list[str]:
                      "counterfactuals/s"], rows)
     lines += ["", "Reports: " + ", ".join(_link(s["report"]) for s in specs) + "; "
               + ", ".join(dict.fromkeys(_link(s["note"], "research note") for s in specs if s.get("note"))) + ".", ""]
+    return lines
+
+
+def _fullres(specs: Sequence[Mapping[str, Any]], docs: Path) -> list[str]:
+    """The serving path at an input's own size against the phantom's truth rendered there."""
+    lines = ["## Counterfactuals at the input's resolution", ""]
+    for s in specs:
+        r = read_json(docs / s["report"], "fullres report")
+        modes = [k for k in next(iter(next(iter(r["error"].values())).values())) if k not in ("n", "unchanged") and "changed pixels" not in k]
+        lines += [f"### {s['title']}", "", *_commands([r["command"]]), "",
+                  f"Report: {_link(s['report'])}. {r['cases']} test cases rendered at {r['size']} px by the phantom, through a "
+                  f"{r['model_size']} px model; mean abs error against the true counterfactual rendered at {r['size']} px "
+                  f"({r['units']}), over the image and over the pixels whose true label changes; "
+                  f"{r['refused']} intervention(s) outside a support skipped; seconds per image: "
+                  + ", ".join(f"{m} {s_:.2f}" for m, s_ in r["seconds_per_image"].items()) + ".", ""]
+        rows, wins, total = [], 0, 0
+        for v, per in r["error"].items():
+            for c, e in per.items():
+                rows.append([_short(v), c, str(e["n"]), f"{e['unchanged']:.4f}", *(f"{e[m]:.4f}" for m in modes),
+                             f"{e['unchanged, changed pixels']:.3f}", *(f"{e[f'{m}, changed pixels']:.3f}" for m in modes)])
+                total += 1
+                wins += e[modes[0]] < e[modes[1]] and e[f"{modes[0]}, changed pixels"] < e[f"{modes[1]}, changed pixels"]
+        lines += _table(["variable", "change", "n", "unchanged", *modes, "unchanged, changed px", *(f"{m}, changed px" for m in modes)], rows)
+        lines += ["", f"- Boundaries moved at the {modes[0]} closer to the truth than the change made at the {modes[1]}, over the image "
+                  f"and on the changed pixels: {_held(wins, total)}, {wins} of {total}.", "",
+                  f"![{s['title']}]({Path(s['report']).with_suffix('.png').as_posix()})", ""]
+        if s.get("note"):
+            lines += [f"More: {_link(s['note'], 'research note')}.", ""]
     return lines
 
 
@@ -395,6 +423,7 @@ def build_results(manifest_path: str | os.PathLike, out: str | os.PathLike, figu
     lines += ["## Counterfactual fine-tuning", ""]
     for g in groups:
         lines += _cft_section(g)
+    lines += _fullres(manifest.get("fullres", []), docs)
     lines += _segmentors(manifest["segmentors"], docs)
     lines += _generators(manifest["generators"], docs)
     lines += _reproduce(manifest, docs, groups)

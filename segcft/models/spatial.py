@@ -181,11 +181,15 @@ class SpatialMechanism(nn.Module):
         boundary crosses changes by the local contrast of the classes it leaves and enters,
         and a pixel no boundary crosses keeps its value, texture and all.
         """
-        means = self.class_means(x, probs)
+        return x + self.change(self.class_means(x, probs), probs, ddf, band, intensity)
+
+    def change(self, means: torch.Tensor, probs: torch.Tensor, ddf: torch.Tensor, band: torch.Tensor,
+               intensity: torch.Tensor | None = None) -> torch.Tensor:
+        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have."""
         change = (means * (self.moved_layers(probs, ddf) - probs)).sum(1, keepdim=True)
         if intensity is not None:
             change = change + intensity
-        return x + band * change
+        return band * change
 
     def moved_layers(self, probs: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
         """The class layers after the move, still a partition of each pixel.
@@ -212,16 +216,43 @@ class SpatialMechanism(nn.Module):
         return self.integrate(velocity.reshape(-1, 2, h, w)).reshape(b, -1, h, w)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``image`` (x*), ``displacement`` (the DDF, pixels), ``intensity`` (s) and ``band`` for a batch."""
+        """``image`` (x*), ``displacement`` (the DDF, pixels), ``intensity`` (s), ``band``, the segmentor's
+        ``probabilities`` and the class ``means`` for a batch, and ``moved`` (which samples change at all)."""
         moved = (cond_cf - cond)[:, self.columns].abs() > CHANGE_TOL
         with torch.no_grad():
             probs = self.probabilities(x)
             band = self.band(probs, moved)
         velocity, intensity = self.head(x, probs, cond, cond_cf)
         ddf = self.integrate_fields(velocity)
-        moved_x = self.move(x, probs, ddf, band, intensity if self.settings.max_intensity > 0 else None)
-        image = torch.where(moved.any(1)[:, None, None, None], moved_x.clamp(-1, 1), x)
-        return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band}
+        intensity = intensity if self.settings.max_intensity > 0 else torch.zeros_like(intensity)
+        means = self.class_means(x, probs)
+        moved_x = x + self.change(means, probs, ddf, band, intensity)
+        changed = moved.any(1)
+        image = torch.where(changed[:, None, None, None], moved_x.clamp(-1, 1), x)
+        return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band,
+                "probabilities": probs, "means": means, "moved": changed}
+
+    def full_resolution_change(self, out: Mapping[str, torch.Tensor], resample, ratio: float) -> torch.Tensor:
+        """The change ``x* - x`` of one sample on a finer grid, from :meth:`forward`'s ``out`` at model size.
+
+        ``resample`` maps a ``(C, S, S)`` model-size map onto the fine ``(H, W)`` grid
+        (bilinear); ``ratio`` is fine pixels per model pixel. The displacement is resampled and
+        scaled to fine pixels, the class layers are resampled and sharpened back to the
+        boundary width they had at model size (``softmax(ratio * log p)``: a boundary
+        ``ratio`` times wider after upsampling is that much narrower again), and the same
+        layer move is made at the fine grid. The change is a moved boundary of the fine grid's
+        width over the fine image's own texture, where adding the upsampled model-size change
+        would smear the boundary over ``ratio`` fine pixels. Returns ``(H, W)``, in model
+        intensity units; zero outside the band, and exactly zero for a sample that does not move.
+        """
+        if not bool(out["moved"][0]):
+            return torch.zeros_like(resample(out["band"][0])[0])
+        probs = (resample(out["probabilities"][0]).clamp(min=1e-6).log() * max(1.0, float(ratio))).softmax(0)[None]
+        ddf = resample(out["displacement"][0])[None] * float(ratio)
+        band = resample(out["band"][0])[None]
+        means = resample(out["means"][0])[None]
+        intensity = resample(out["intensity"][0])[None]
+        return self.change(means, probs, ddf, band, intensity)[0, 0]
 
 
 def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,12 +9,14 @@ spacing (a PNG, or a DICOM whose PixelSpacing is zero) is measured with the pack
 ``default_spacing_mm``, the training images' spacing at model size, and the summary says
 so.
 
-The counterfactual ``x*`` is computed at the model size. Its *change* ``x* - x`` is then
-mapped back to the input's own grid through the affines the pipeline tracked (bilinear
-interpolation undoes the resize, the padding is cropped), converted to the input's
+The counterfactual is computed at the model size and its *change* ``x* - x`` is brought to
+the input's own grid through the affines the pipeline tracked, converted to the input's
 intensity units and added to the full-resolution original. The output therefore keeps the
-input's geometry, spacing and fine detail, and differs from it only by the
-(model-resolution) change.
+input's geometry, spacing and fine detail. For a decoder (the direct HVAE) the model-size
+change is resampled (bilinear interpolation undoes the resize, the padding is cropped). A
+spatial model instead makes its move at the input's grid: its displacement, layers and band
+are resampled and the boundaries moved there, so they stay as sharp as the input's own
+(``full_resolution``; ``segcft bench fullres`` measures both against a phantom's truth).
 """
 
 from __future__ import annotations
@@ -117,26 +119,32 @@ def check_given_parents(pkg: ModelPackage, parents: Mapping[str, float]) -> dict
     return out
 
 
+def model_to_input(model_affine: torch.Tensor, input_affine: torch.Tensor) -> torch.Tensor:
+    """The 3 x 3 homogeneous map from input pixel ``(row, col)`` to model pixel index, from the tracked affines."""
+    def plane(affine: torch.Tensor) -> torch.Tensor:  # the (row, col) part of a 4 x 4 affine, homogeneous
+        a = torch.as_tensor(affine, dtype=torch.float64).cpu()
+        return a[[0, 1, 3]][:, [0, 1, 3]]
+
+    return torch.linalg.inv(plane(model_affine)) @ plane(input_affine)
+
+
 def to_input_grid(values: torch.Tensor, model_affine: torch.Tensor, input_affine: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Resample an ``(S, S)`` map at model size onto the input's ``(H, W)`` pixel grid (bilinear).
+    """Resample an ``(S, S)`` (or ``(C, S, S)``) map at model size onto the input's ``(H, W)`` pixel grid (bilinear).
 
     Both affines map pixel indices ``(row, col)`` to mm, as MONAI tracked them through the
     padding and the resize, so input pixel ``p`` lies at model index
     ``inv(model_affine) @ input_affine @ p``.
     """
-    def plane(affine: torch.Tensor) -> torch.Tensor:  # the (row, col) part of a 4 x 4 affine, homogeneous
-        a = torch.as_tensor(affine, dtype=torch.float64).cpu()
-        return a[[0, 1, 3]][:, [0, 1, 3]]
-
-    m = (torch.linalg.inv(plane(model_affine)) @ plane(input_affine)).float()
+    m = model_to_input(model_affine, input_affine).float()
     size = values.shape[-1]
     rows = torch.arange(shape[0], dtype=torch.float32)[:, None]
     cols = torch.arange(shape[1], dtype=torch.float32)[None, :]
     q_row = m[0, 0] * rows + m[0, 1] * cols + m[0, 2]
     q_col = m[1, 0] * rows + m[1, 1] * cols + m[1, 2]
     grid = torch.stack([(2 * q_col + 1) / size - 1, (2 * q_row + 1) / size - 1], -1)[None]  # x = col, y = row
-    out = F.grid_sample(values.detach().float().cpu()[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0, 0]
+    stack = values.detach().float().cpu().reshape(1, -1, *values.shape[-2:])
+    out = F.grid_sample(stack, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    return out.reshape(*values.shape[:-2], *out.shape[-2:])
 
 
 def counterfactual_files(
@@ -148,6 +156,7 @@ def counterfactual_files(
     parents: Mapping[str, float] | None = None,
     seed: int = 0,
     progress: bool = True,
+    full_resolution: bool = True,
 ) -> dict[str, Any]:
     """Write the counterfactual of ``do`` for every input file; return (and write) the summary.
 
@@ -157,7 +166,9 @@ def counterfactual_files(
     ``particles > 1``) and, with ``particles > 1``, ``<stem>_variance.nii.gz`` (the per-pixel
     variance, in the input's intensity units squared, on the input's grid). An input that
     cannot be read or whose intervention leaves the model's support is recorded under
-    ``failed`` and skipped. Each input's files appear together or not at all.
+    ``failed`` and skipped. Each input's files appear together or not at all. A spatial model
+    moves the boundaries at the input's own resolution unless ``full_resolution`` is False
+    (then, as for a decoder, the model-size change is resampled onto the input).
     """
     if particles < 1:
         raise InputError(f"particles must be at least 1, got {particles}")
@@ -175,7 +186,8 @@ def counterfactual_files(
     results, failed = [], []
     for path in tqdm(inputs, desc="counterfactuals", unit="image", disable=not progress):
         try:
-            results.append(_counterfactual_file(pkg, pipeline, path, interventions, given, particles, seed, out_dir, description))
+            results.append(_counterfactual_file(pkg, pipeline, path, interventions, given, particles, seed, out_dir, description,
+                                                full_resolution))
         except InputError as e:
             failed.append({"input": str(path), "error": str(e)})
     summary = {
@@ -183,6 +195,7 @@ def counterfactual_files(
         "do": list(do),
         "particles": particles,
         "seed": seed,
+        "resolution": "input" if full_resolution and pkg.scm.mechanism == "spatial" else "model, resampled",
         "given_parents": given,
         "processed": len(results),
         "results": results,
@@ -202,8 +215,9 @@ def _counterfactual_file(
     seed: int,
     out_dir: Path,
     description: str,
+    full_resolution: bool = True,
 ) -> dict[str, Any]:
-    """One input: measure, counterfactual at model size, change mapped back, outputs written together."""
+    """One input: measure, counterfactual at model size, change mapped back (or made at the input's grid), outputs written together."""
     loaded = pipeline({"image": str(path)}, end=1)  # the first transform loads at full resolution
     original = loaded["image"]
     fmt = original.meta["format"]
@@ -225,7 +239,7 @@ def _counterfactual_file(
     scale = (a_max - a_min) / 2  # model units -> input units
     shape = tuple(original.shape[-2:])
     base = original[0].as_tensor().float().numpy()
-    change = to_input_grid((cf.image - x)[0, 0] * scale, model_in["image"].affine, original.affine, shape).numpy()
+    change = _change_on_input_grid(pkg, x, pa, cf, model_in["image"].affine, original.affine, shape, full_resolution) * scale
     result = base + change
     if fmt in ("dicom", "png"):
         result = np.clip(result, 0.0, 1.0)
@@ -259,6 +273,25 @@ def _counterfactual_file(
         "counterfactual_parents": {v: round(float(cf.parents[v][0]), 4) for v in pkg.variables},
         "outside_support": [v for v in pkg.variables if not support[v][0] <= float(pa[v][0]) <= support[v][1]],
     }
+
+
+def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, pa: Mapping[str, torch.Tensor], cf, model_affine: torch.Tensor,
+                          input_affine: torch.Tensor, shape: Sequence[int], full_resolution: bool) -> np.ndarray:
+    """``x* - x`` on the input's grid, in model intensity units.
+
+    A spatial model with ``full_resolution`` moves the boundaries at the input's own grid
+    (:meth:`~segcft.models.spatial.SpatialMechanism.full_resolution_change`); otherwise the
+    model-size change is resampled (bilinear), which is all a decoder's ``x*`` allows.
+    """
+    def resample(values: torch.Tensor) -> torch.Tensor:
+        return to_input_grid(values, model_affine, input_affine, shape)
+
+    if full_resolution and pkg.scm.mechanism == "spatial":
+        with torch.no_grad():
+            out = pkg.scm.spatial(x, pkg.scm.condition(pa), pkg.scm.condition(cf.parents))
+        ratio = 1.0 / math.sqrt(abs(float(torch.linalg.det(model_to_input(model_affine, input_affine)[:2, :2]))))
+        return pkg.scm.spatial.full_resolution_change(out, resample, ratio).numpy()
+    return resample((cf.image - x)[0, 0]).numpy()
 
 
 def _output_suffix(path: Path, fmt: str) -> str:
