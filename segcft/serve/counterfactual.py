@@ -81,12 +81,13 @@ def expand_inputs(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def check_interventions(pkg: ModelPackage, specs: Sequence[str]) -> list[Intervention]:
+def check_interventions(pkg: ModelPackage, specs: Sequence[str], allow_outside_support: bool = False) -> list[Intervention]:
     """Parse the ``do()`` specs and refuse, before any image is read, what no image can make valid.
 
     Unknown variables, duplicates, malformed or non-finite values and non-0/1 binaries are
     refused for all; absolute (``set``) targets are checked against the support here, relative
-    ones per image (their target depends on the image's factual value).
+    ones per image (their target depends on the image's factual value), unless
+    ``allow_outside_support``.
     """
     if not specs:
         raise InputError("give at least one intervention, e.g. --do left_lung_area=*0.8")
@@ -95,8 +96,27 @@ def check_interventions(pkg: ModelPackage, specs: Sequence[str]) -> list[Interve
     probe = {v: torch.tensor([sum(scm.support[v]) / 2]) for v in scm.variables}
     anywhere = {v: (-math.inf, math.inf) for v in scm.variables}
     resolve(parsed, probe, anywhere, scm.graph.kinds)
-    resolve([iv for iv in parsed if iv.op == "set"], probe, scm.support, scm.graph.kinds)
+    if not allow_outside_support:
+        resolve([iv for iv in parsed if iv.op == "set"], probe, scm.support, scm.graph.kinds)
     return parsed
+
+
+def check_real_image(pkg: ModelPackage, path: Path, fmt: str) -> None:
+    """Refuse a real radiograph given to a model trained on the phantom: its figures would mean nothing.
+
+    A DICOM written by segcft (a phantom case, or a counterfactual of one) says so in its
+    SeriesDescription; any other DICOM is a real radiograph. PNG and NIfTI carry no such mark
+    and are not checked.
+    """
+    phantom = (pkg.manifest.get("training_data") or {}).get("phantom")
+    if phantom is None or fmt != "dicom":
+        return
+    series = str(getattr(pydicom.dcmread(path, stop_before_pixels=True), "SeriesDescription", ""))
+    if not series.startswith("segcft"):
+        raise InputError(
+            f"{path}: a real radiograph, and {pkg.root} is a phantom model (trained on segcft's {phantom['kind']} phantom), "
+            "whose anatomy, intensities and areas are not a radiograph's. Make a model of real radiographs with "
+            "`segcft demo --data <a chest datalist, e.g. from segcft data jsrt>` and use its model/ folder")
 
 
 def check_given_parents(pkg: ModelPackage, parents: Mapping[str, float]) -> dict[str, float]:
@@ -157,6 +177,7 @@ def counterfactual_files(
     seed: int = 0,
     progress: bool = True,
     full_resolution: bool = True,
+    allow_outside_support: bool = False,
 ) -> dict[str, Any]:
     """Write the counterfactual of ``do`` for every input file; return (and write) the summary.
 
@@ -169,10 +190,14 @@ def counterfactual_files(
     ``failed`` and skipped. Each input's files appear together or not at all. A spatial model
     moves the boundaries at the input's own resolution unless ``full_resolution`` is False
     (then, as for a decoder, the model-size change is resampled onto the input).
+
+    Every result says which factual and counterfactual parents lie outside the model's
+    training support. An intervention whose target leaves it is refused, unless
+    ``allow_outside_support``: then it runs, and the result carries a warning naming it.
     """
     if particles < 1:
         raise InputError(f"particles must be at least 1, got {particles}")
-    interventions = check_interventions(pkg, do)
+    interventions = check_interventions(pkg, do, allow_outside_support)
     given = check_given_parents(pkg, parents or {})
     inputs = [Path(p) for p in inputs]
     stems: dict[str, Path] = {}
@@ -187,7 +212,7 @@ def counterfactual_files(
     for path in tqdm(inputs, desc="counterfactuals", unit="image", disable=not progress):
         try:
             results.append(_counterfactual_file(pkg, pipeline, path, interventions, given, particles, seed, out_dir, description,
-                                                full_resolution))
+                                                full_resolution, allow_outside_support))
         except InputError as e:
             failed.append({"input": str(path), "error": str(e)})
     summary = {
@@ -197,7 +222,9 @@ def counterfactual_files(
         "seed": seed,
         "resolution": "input" if full_resolution and pkg.scm.mechanism == "spatial" else "model, resampled",
         "given_parents": given,
+        "allow_outside_support": allow_outside_support,
         "processed": len(results),
+        "warnings": [f"{r['input']}: {w}" for r in results for w in r["warnings"]],
         "results": results,
         "failed": failed,
     }
@@ -216,6 +243,7 @@ def _counterfactual_file(
     out_dir: Path,
     description: str,
     full_resolution: bool = True,
+    allow_outside_support: bool = False,
 ) -> dict[str, Any]:
     """One input: measure, counterfactual at model size, change mapped back (or made at the input's grid), outputs written together."""
     loaded = pipeline({"image": str(path)}, end=1)  # the first transform loads at full resolution
@@ -223,6 +251,7 @@ def _counterfactual_file(
     fmt = original.meta["format"]
     if fmt == "dicom" and pkg.modality != "cxr":
         raise InputError(f"{path}: DICOM inputs are read as radiographs; this {pkg.modality} model needs NIfTI images")
+    check_real_image(pkg, path, fmt)
     model_in = pipeline(loaded, start=1)
     x = model_in["image"].as_tensor()[None].float()
     spacing, spacing_source = model_in["spacing"], original.meta["spacing_source"]
@@ -231,9 +260,14 @@ def _counterfactual_file(
         logger.warning("%s: using the package's pixel spacing %s mm at model size", path, pkg.default_spacing)
     measured = pkg.measure_parents(x, spacing[None])
     pa = {v: torch.tensor([given[v]], device=pkg.device) if v in given else measured[v] for v in pkg.variables}
+    support = pkg.scm.support
+    if allow_outside_support:  # targets resolved without the support's bounds; the result names what left it
+        do: Any = resolve(list(interventions), pa, {v: (-math.inf, math.inf) for v in support}, pkg.scm.graph.kinds)
+    else:
+        do = interventions
     torch.manual_seed(seed)
     with torch.no_grad():
-        cf = pkg.scm.counterfactual(x, pa, interventions, particles=particles, use_mean=particles == 1)
+        cf = pkg.scm.counterfactual(x, pa, do, particles=particles, use_mean=particles == 1)
 
     a_min, a_max = INTENSITY_WINDOWS[pkg.modality]
     scale = (a_max - a_min) / 2  # model units -> input units
@@ -261,8 +295,12 @@ def _counterfactual_file(
             write_nifti(variance.astype(np.float32), stage / names["variance"], tuple(spacing_of(original).tolist()))
         counterfactual_grid([row], stage / names["figure"], title=description)
 
-    support, defaults = pkg.scm.support, pkg.defaults
+    defaults = pkg.defaults
     sources = {v: "given" if v in given else "assumed" if v in defaults else "measured" for v in pkg.variables}
+    outside = {name: [v for v in pkg.variables if not support[v][0] <= float(values[v][0]) <= support[v][1]]
+               for name, values in (("factual", pa), ("counterfactual", cf.parents))}
+    warnings = [f"{name} {v} = {float(values[v][0]):.6g} is outside the training support [{support[v][0]:.6g}, {support[v][1]:.6g}]"
+                for name, values in (("factual", pa), ("counterfactual", cf.parents)) for v in outside[name]]
     return {
         "input": str(path),
         "outputs": {k: str(out_dir / n) for k, n in names.items()},
@@ -271,7 +309,9 @@ def _counterfactual_file(
         "spacing_source": spacing_source,
         "factual_parents": {v: {"value": round(float(pa[v][0]), 4), "source": sources[v]} for v in pkg.variables},
         "counterfactual_parents": {v: round(float(cf.parents[v][0]), 4) for v in pkg.variables},
-        "outside_support": [v for v in pkg.variables if not support[v][0] <= float(pa[v][0]) <= support[v][1]],
+        "outside_support": outside["factual"],
+        "counterfactual_outside_support": outside["counterfactual"],
+        "warnings": warnings,
     }
 
 

@@ -15,8 +15,9 @@ segmentor measures, ``defaults`` for the variables no segmentor can measure (e.g
 ``age``: the training split's median, or mode for binaries, reported as "assumed"),
 ``default_spacing_mm`` (the training images' pixel spacing at model size, assumed for inputs
 without a valid spacing, e.g. PNGs), the ``segmentor`` architecture, the settings of the
-``spatial`` mechanism that makes its counterfactuals (null: the HVAE decodes them) and the
-``provenance``.
+``spatial`` mechanism that makes its counterfactuals (null: the HVAE decodes them), the
+``training_data`` (the datalist's name and, for a phantom, its kind: a phantom model refuses
+real radiographs) and the ``provenance``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ FORMAT = 1
 CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages", "latents")
 MANIFEST_KEYS = (
     "format", *CONFIG_KEYS, "structures", "regions", "variable_descriptions", "training_parents", "defaults",
-    "default_spacing_mm", "segmentor", "spatial", "provenance",
+    "default_spacing_mm", "segmentor", "spatial", "training_data", "provenance",
 )
 #: Training images whose model-size spacing gives ``default_spacing_mm`` (their median).
 SPACING_CASES = 16
@@ -190,6 +191,7 @@ def save_model_package(
             "image_size": int(segmentor_entry["image_size"]),
         },
         "spatial": None if scm.spatial is None else asdict(scm.spatial.settings),
+        "training_data": {"name": datalist.get("name"), "phantom": datalist.get("phantom")},
         "provenance": dict(provenance),
     }
     with staged_dir(out) as stage:
@@ -211,6 +213,7 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
         raise InputError(f"{manifest_path}: package format {found!r} is not supported; this segcft reads format {FORMAT}")
     manifest.setdefault("latents", "fixed")  # packages written before the choice existed held the latents fixed
     manifest.setdefault("spatial", None)  # ... and before spatial mechanisms, decoded every counterfactual
+    manifest.setdefault("training_data", None)  # ... and before they named their training data (unknown)
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
         raise InputError(f"{manifest_path}: the manifest lacks {missing}")
