@@ -251,3 +251,21 @@ def test_a_parent_constant_over_the_training_split_conditions_as_zero_not_nan(cx
     scm = build_deep_scm(dl, variables, dl["graph"], stages=STAGES, log_vars=["heart_area", "left_lung_area", "right_lung_area"])
     cond = scm.condition(training_parents(dl, variables))
     assert torch.isfinite(cond).all() and (cond[:, variables.index("sex")] == 0).all()
+
+
+def test_bf16_autocast_and_channels_last_train_the_image_mechanism_with_a_finite_loss(scm_and_batch):
+    from segcft.engines.generator import Precision
+
+    scm, x, pa = scm_and_batch
+    model = copy.deepcopy(scm).train()
+    precision = Precision(amp=True, channels_last=True)
+    precision.prepare(model.image)
+    images = precision.images(x)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    with precision.autocast(images.device):
+        out = model.image(images, model.condition(pa))
+    assert torch.isfinite(out["loss"]) and out["loss"].dtype in (torch.float32, torch.bfloat16)
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.image.parameters() if p.grad is not None)
+    assert precision.settings() == {"amp": "bfloat16", "channels_last": True}
+    assert Precision().settings() == {"amp": False, "channels_last": False}

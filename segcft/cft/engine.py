@@ -19,7 +19,7 @@ from segcft.cft.recipe import RECIPE, SPATIAL
 from segcft.cft.sampling import InterventionSampler
 from segcft.cft.views import GuideViews
 from segcft.engines.distributed import average_gradients, mean_over_ranks
-from segcft.engines.generator import batch_tensors, clip_or_skip
+from segcft.engines.generator import Precision, batch_tensors, clip_or_skip
 
 
 @torch.no_grad()
@@ -109,6 +109,8 @@ class CFTTrainer(Trainer):
         sparse_weight: float = SPATIAL.sparse_weight,
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
+        amp: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(device=torch.device(device), max_epochs=max_epochs, data_loader=train_data_loader,
                          epoch_length=epoch_length, handlers=train_handlers, decollate=False)
@@ -121,21 +123,25 @@ class CFTTrainer(Trainer):
         scm.parents.requires_grad_(False)
         guide.freeze()
         self.state.skipped_updates = 0  # type: ignore[attr-defined]
+        self.precision = Precision(amp, channels_last)
+        self.precision.prepare(scm.spatial if scm.spatial is not None else scm.image)
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
         spatial = self.scm.spatial is not None
         (self.scm.spatial if spatial else self.scm.image).train()
         device = engine.state.device
         x, pa = batch_tensors(self.scm, batchdata, device)
+        x = self.precision.images(x)
         spacing = torch.as_tensor(batchdata["spacing"]).to(device).as_subclass(torch.Tensor)
-        with torch.set_grad_enabled(not spatial):
-            elbo = self.scm.image(x, self.scm.condition(pa))["elbo"]
-        elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
-        do = self.sampler(pa)
-        cf = self.scm.counterfactual(x, pa, do)
-        seen, seen_cf = self.views(x, cf.image)
-        guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
-                                     intervened=list(do))
+        with self.precision.autocast(x.device):
+            with torch.set_grad_enabled(not spatial):
+                elbo = self.scm.image(x, self.scm.condition(pa))["elbo"].float()
+            elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
+            do = self.sampler(pa)
+            cf = self.scm.counterfactual(x, pa, do)
+            seen, seen_cf = self.views(x, cf.image)
+            guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
+                                         intervened=list(do)).float()
         if spatial:
             loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(cf.displacement.reshape(-1, 2, *cf.displacement.shape[-2:]))
                     + self.sparse_weight * cf.intensity.abs().mean())

@@ -57,7 +57,7 @@ def finetune(
     lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
     relative_targets: bool = RECIPE.relative_targets, guide_views: float = RECIPE.guide_views, ema_decay: float = RECIPE.ema_decay,
     bending_weight: float = SPATIAL.bending_weight, sparse_weight: float = SPATIAL.sparse_weight,
-    desc: str = "CFT", trace_every: int = 25,
+    desc: str = "CFT", trace_every: int = 25, amp: bool = False, channels_last: bool = False,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
 
@@ -68,7 +68,8 @@ def finetune(
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
     otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
     ends as the exponential moving average of the fine-tuned weights (no warm-up: it starts
-    at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`.
+    at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`. ``amp`` and
+    ``channels_last`` are the engine's precision (:class:`~segcft.engines.generator.Precision`).
     """
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(trainable(scm), lr=lr, weight_decay=0.01)
@@ -78,7 +79,7 @@ def finetune(
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
         guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
-        bending_weight=bending_weight, sparse_weight=sparse_weight,
+        bending_weight=bending_weight, sparse_weight=sparse_weight, amp=amp, channels_last=channels_last,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -100,7 +101,7 @@ def finetune(
     if ema is not None:
         scm.load_state_dict(ema.module.state_dict())
     return ({k: round(v, 5) for k, v in trainer.state.output.items()}
-            | {"skipped_updates": trainer.state.skipped_updates, "trace": trace})
+            | {"skipped_updates": trainer.state.skipped_updates, "precision": trainer.precision.settings(), "trace": trace})
 
 
 def relative_counterfactuals(scm, data: cfe.EvalData, name: str, pct: float):

@@ -91,6 +91,9 @@ def bench_generator(
     report.update({
         "variables": variables,
         "image_size": size,
+        # the training engine's precision and memory format, as the bundle config sets them
+        "precision": {"amp": "bfloat16" if parser.get_parsed_content("amp") else False,
+                      "channels_last": bool(parser.get_parsed_content("channels_last"))},
         "test_cases": len(data),
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)",
         **cfe.test_elbo(scm, data),

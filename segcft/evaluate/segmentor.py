@@ -86,6 +86,7 @@ def bench_segmentor(
                 train_overrides["epochs"] = epochs
             wf = _workflow(bundle, "train.json", train_overrides)
             trainer = wf.parser.get_parsed_content("train#trainer")
+            entry["precision"] = {"amp": "bfloat16" if wf.parser.get_parsed_content("amp") else False, "channels_last": False}
             start = time.perf_counter()
             wf.run()
             entry["train_seconds"] = round(time.perf_counter() - start, 1)
