@@ -36,6 +36,20 @@ def jsrt_datalist(jsrt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def jsrt_subset(jsrt_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """34 JSRT cases (24 training, 4 validation, 6 test): chains of every stage at CI size."""
+    import json
+
+    from segcft.data.datalist import load_datalist
+
+    dl = load_datalist(jsrt_datalist)  # item paths made absolute, so the subset can live elsewhere
+    sizes = {"training": 24, "validation": 4, "test": 6}
+    path = tmp_path_factory.mktemp("jsrt_subset") / "datalist.json"
+    path.write_text(json.dumps({**dl, **{split: dl[split][:n] for split, n in sizes.items()}}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
 def rg1_path() -> Path:
     """``RG1_UNCR.dcm``: a real MONOCHROME1 CR chest radiograph shipped by pydicom-data."""
     from pydicom.data import get_testdata_file

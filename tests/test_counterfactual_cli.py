@@ -77,16 +77,11 @@ def test_dicom_folder_end_to_end_with_a_corrupt_file(tiny, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def jsrt_model(jsrt_datalist, tmp_path_factory):
+def jsrt_model(jsrt_subset, tmp_path_factory):
     """The real-image chain at CI size: `segcft demo --data` on 34 JSRT cases, one epoch or step per stage."""
-    from segcft.data.datalist import load_datalist
-
-    dl = load_datalist(jsrt_datalist)  # item paths made absolute, so a subset can live elsewhere
-    sizes = {"training": 24, "validation": 4, "test": 6}
-    subset = {**dl, **{split: dl[split][:n] for split, n in sizes.items()}}
     root = tmp_path_factory.mktemp("jsrt_chain")
-    (root / "datalist.json").write_text(json.dumps(subset), encoding="utf-8")
-    run_python("-m", "segcft.cli.main", "demo", "--data", str(root / "datalist.json"), "--out", str(root / "demo"),
+    subset = json.loads(jsrt_subset.read_text(encoding="utf-8"))
+    run_python("-m", "segcft.cli.main", "demo", "--data", str(jsrt_subset), "--out", str(root / "demo"),
                "--segmentor-epochs", "1", "--generator-epochs", "1", "--cft-steps", "1", "--spatial-steps", "1")
     # a one-epoch segmentor finds few lung pixels on a real CR, and a zero area cannot be abducted
     # (log-modelled): the lungs are given as the training medians

@@ -158,3 +158,25 @@ def fullres(
     report = bench_resolution(model, data, out, size=size, cases=cases, seed=seed, device=device,
                               command=shlex.join(["segcft", *sys.argv[1:]]))
     typer.echo(f"wrote {out} and {out.with_suffix('.png')}; {report['refused']} intervention(s) refused")
+
+
+@app.command("speed")
+@user_errors
+def speed(
+    data: Path = typer.Option(..., help="Datalist JSON; its test images are the batches."),
+    run: Path = typer.Option(..., help="Generator bundle root with models/model.pt."),
+    out: Path = typer.Option(..., help="Report JSON to write."),
+    device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+    batch_size: int = typer.Option(16, min=1, help="Images per step."),
+    repeats: int = typer.Option(3, min=1, help="Timed steps per measure, after one warm-up step."),
+    set_: list[str] = typer.Option([], "--set", help="Generator config override KEY=VALUE (VALUE as JSON), repeatable."),
+    config_file: list[Path] = typer.Option([], help="Extra generator config merged last, repeatable."),
+) -> None:
+    """Training and counterfactual images/s of a trained generator in float32 and bfloat16, with peak memory and a device check."""
+    from segcft.evaluate.speed import bench_speed
+
+    report = bench_speed(data, run, out, device=device, overrides=parse_overrides(set_), config_files=config_file,
+                         batch_size=batch_size, repeats=repeats, command=shlex.join(["segcft", *sys.argv[1:]]))
+    modes = ", ".join(f"{m} {r['train_images_per_second']} train / {r['counterfactual_images_per_second']} cf images/s"
+                      for m, r in report["modes"].items())
+    typer.echo(f"wrote {out}: {modes}; {len(report['device_check']['mismatches'])} device mismatch(es)")
