@@ -17,7 +17,7 @@ def test_the_device_check_runs_every_stage_on_cpu_and_writes_its_reports(jsrt_su
            "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    reports = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("segmentor", "generator", "cft", "speed")}
+    reports = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text(encoding="utf-8")) for name in ("segmentor", "generator", "cft", "speed")}
     assert reports["generator"]["precision"] == {"amp": False, "channels_last": False}
     assert reports["cft"]["methods"]["seg"]["finetune"]["precision"] == {"amp": False, "channels_last": False}
     speed = reports["speed"]

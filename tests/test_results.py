@@ -50,11 +50,11 @@ def test_a_verdict_follows_the_figures(tmp_path):
     claim = "Spatial Seg-CFT closer to the true counterfactual (pixel error) than the unchanged input, at -25% and +25%: **partly**, 2 of 6"
     assert claim in build_results(docs / "results.yaml", docs / "results.md")
     path = docs / "bench/spatial/chest64_shared.json"
-    report = json.loads(path.read_text())
+    report = json.loads(path.read_text(encoding="utf-8"))
     for c in ("-25%", "+25%"):
         entry = report["methods"]["spatial-seg"]["ground_truth"]["heart_area"][c]
         entry["model_mae"] = entry["unchanged_mae"] / 2
-    path.write_text(json.dumps(report))
+    path.write_text(json.dumps(report), encoding="utf-8")
     text = build_results(docs / "results.yaml", docs / "results.md")
     assert claim.replace("2 of 6", "4 of 6") in text
     assert "| heart | -25% | 0.0143 | 0.0365 | **0.0072** |" in text
@@ -62,14 +62,14 @@ def test_a_verdict_follows_the_figures(tmp_path):
 
 def test_bad_manifests_are_named(tmp_path):
     docs = _copy_docs(tmp_path)
-    manifest = (docs / "results.yaml").read_text()
-    (docs / "results.yaml").write_text(manifest.replace("measure: positional", "measure: beauty"))
+    manifest = (docs / "results.yaml").read_text(encoding="utf-8")
+    (docs / "results.yaml").write_text(manifest.replace("measure: positional", "measure: beauty"), encoding="utf-8")
     with pytest.raises(InputError, match="beauty"):
         build_results(docs / "results.yaml", docs / "results.md")
-    (docs / "results.yaml").write_text(manifest.replace("bench/spatial/chest64_shared.json", "bench/spatial/missing.json"))
+    (docs / "results.yaml").write_text(manifest.replace("bench/spatial/chest64_shared.json", "bench/spatial/missing.json"), encoding="utf-8")
     with pytest.raises(InputError, match="missing.json"):
         build_results(docs / "results.yaml", docs / "results.md")
-    (docs / "results.yaml").write_text("title: x\n")
+    (docs / "results.yaml").write_text("title: x\n", encoding="utf-8")
     with pytest.raises(InputError, match="'intro' missing"):
         build_results(docs / "results.yaml", docs / "results.md")
     assert not (docs / "results.md").exists()

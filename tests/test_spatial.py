@@ -251,7 +251,7 @@ def test_bench_fullres_compares_both_modes_with_the_rendered_truth(setup, tmp_pa
 
     dl, *_ = setup
     datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps(dl))  # its item paths are absolute once loaded
+    datalist.write_text(json.dumps(dl), encoding="utf-8")  # its item paths are absolute once loaded
     report = bench_resolution(_package(setup, tmp_path), datalist, tmp_path / "fullres.json", size=96, cases=1)
     entries = [e for per in report["error"].values() for e in per.values()]
     assert entries and report["size"] == 96 and report["model_size"] == 32
