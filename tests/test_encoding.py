@@ -25,13 +25,15 @@ def _is_binary_mode(call: ast.Call, position: int) -> bool:
 
 
 def unnamed_encodings(source: str) -> list[int]:
-    """Line numbers of text ``open``/``read_text``/``write_text`` calls that do not pass ``encoding``."""
+    """Line numbers of text ``open``/``read_text``/``write_text``/``subprocess(text=True)`` calls without ``encoding``."""
     lines = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
             continue
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
+        if any(k.arg in ("text", "universal_newlines") for k in node.keywords):
+            lines.append(node.lineno)  # subprocess decoding its output with the locale's codec
+        elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
             lines.append(node.lineno)
         elif isinstance(func, ast.Name) and func.id == "open" and not _is_binary_mode(node, 1):
             lines.append(node.lineno)
@@ -43,8 +45,9 @@ def unnamed_encodings(source: str) -> list[int]:
 
 def test_the_check_finds_calls_without_an_encoding():
     source = ('open(p)\nopen(p, "rb")\nopen(p, "w", encoding="utf-8")\np.read_text()\n'
-              'p.write_text(s, encoding="utf-8")\npath.open("w")\nImage.open(p)\n')
-    assert unnamed_encodings(source) == [1, 4, 6]
+              'p.write_text(s, encoding="utf-8")\npath.open("w")\nImage.open(p)\n'
+              'run(c, text=True)\nrun(c, text=True, encoding="utf-8")\n')
+    assert unnamed_encodings(source) == [1, 4, 6, 8]
 
 
 @pytest.mark.parametrize("folder", CHECKED)

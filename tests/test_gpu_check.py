@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_device_check_runs_every_stage_on_cpu_and_writes_its_reports(jsrt_subset, tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "SIZE": "64", "PRESET": "cpu64", "BUDGET": "tiny", "DATALIST": str(jsrt_subset),
            "OUT": str(tmp_path / "out"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True, text=True)
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text(encoding="utf-8")) for name in ("segmentor", "generator", "cft", "speed")}
     assert reports["generator"]["precision"] == {"amp": False, "channels_last": False}
