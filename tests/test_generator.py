@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from segcft.causal.scm import build_deep_scm, training_parents
 from segcft.data.datalist import load_datalist
 from segcft.data.phantom import make_phantom
 from segcft.data.transforms import image_pipeline
-from segcft.models.hvae import ConditionalHVAE, hvae_config
+from segcft.evaluate.counterfactuals import dose_slope
+from segcft.models.hvae import ConditionalHVAE, ParentEmbedding, hvae_config
 from segcft.utils import InputError
 from tests.conftest import run_python
 
@@ -62,6 +64,55 @@ def test_hvae_shapes_and_elbo_terms():
         model(x, torch.randn(4, 2))
     with pytest.raises(InputError, match="images must be"):
         model(torch.zeros(4, 1, 16, 16), torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("conditioning", ["embed", "film"])
+@pytest.mark.parametrize("scale", ["diag", "shared", "fixed"])
+def test_hvae_options_train_with_their_conditioning_and_likelihood_scale(conditioning, scale):
+    torch.manual_seed(0)
+    model = ConditionalHVAE(hvae_config(None, parent_dim=3, stages=STAGES, conditioning=conditioning,
+                                        likelihood_scale=scale, std_init=0.05))
+    x, pa = torch.rand(4, 1, 32, 32) * 2 - 1, torch.randn(4, 3)
+    out = model(x, pa)
+    assert torch.isfinite(out["loss"]) and out["kl_layers"].shape == (len(model.latent_resolutions),)
+    assert out["kl_layers"].sum() == pytest.approx(float(out["kl"].detach()), rel=1e-5)
+    out["loss"].backward()
+    zs = model.abduct_latents(x, pa, use_mean=True)
+    loc, log_scale = model.decode(zs, pa)
+    if scale == "diag":
+        assert log_scale.std() > 0  # per pixel
+    else:
+        assert torch.allclose(log_scale, torch.full_like(log_scale, math.log(0.05)))
+        learned = [n for n, p in model.named_parameters() if n == "output_log_scale"]
+        assert learned == (["output_log_scale"] if scale == "shared" else [])
+        if scale == "shared":
+            assert model.output_log_scale.grad.abs().sum() > 0
+    if conditioning == "film":  # FiLM starts at the identity and learns from the first step
+        assert all(b.film.weight.grad.abs().sum() > 0 for b in model.dec_blocks)
+
+
+def test_per_parent_embeddings_keep_each_variable_in_its_own_channels():
+    embed = ParentEmbedding(3, 4)
+    pa = torch.randn(5, 3, requires_grad=True)
+    out = embed(pa)
+    assert out.shape == (5, 12)
+    grad = torch.autograd.grad(out[:, 4:8].sum(), pa)[0]  # channels of the second variable
+    assert grad[:, 1].abs().sum() > 0 and grad[:, [0, 2]].abs().sum() == 0
+
+
+def test_unknown_or_bad_hvae_options_are_refused_by_name():
+    with pytest.raises(InputError, match="unknown HVAE option.*'conditionning'"):
+        hvae_config("cpu64", 3, conditionning="film")
+    with pytest.raises(InputError, match="hvae.likelihood_scale"):
+        hvae_config("cpu64", 3, likelihood_scale="pixel")
+    with pytest.raises(InputError, match="hvae.std_init"):
+        hvae_config("cpu64", 3, likelihood_scale="fixed", std_init=0.0)
+
+
+def test_dose_slope_is_judged_over_requested_change():
+    assert dose_slope({-20.0: -10.0, 0.0: 0.0, 20.0: 10.0}) == 0.5
+    assert dose_slope({-20.0: 0.0, 20.0: 0.0}) == 0.0
+    assert dose_slope({0.0: 0.0}) is None
 
 
 def test_null_intervention_reproduces_the_input(scm_and_batch):
@@ -178,8 +229,13 @@ def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
                "--work-dir", str(tmp_path / "seg"), "--instances", "eval", "--image-size", "32", "--epochs", "1", "--device", "cpu")
     run_python("-m", "segcft.cli.main", "bench", "generator", "--data", str(cxr_datalist), "--run", str(tmp_path / "gen"),
                "--judge", str(tmp_path / "seg.json"), "--out", str(tmp_path / "gen.json"), "--epochs", "1",
-               "--set", f"stages={json.dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false")
+               "--set", f"stages={json.dumps(STAGES)}", "--set", "image_size=32", "--set", "parent_steps=20", "--set", "progress=false",
+               "--set", 'hvae={"conditioning": "film"}', "--set", "kl_weight=2.0")
     report = json.loads((tmp_path / "gen.json").read_text(encoding="utf-8"))
+    assert report["hvae"] == {"conditioning": "film"} and report["kl"] == {"kl_weight": 2.0, "kl_warmup_steps": 1000}
+    assert set(report["kl_per_level"]) == {"8x8", "1x1"} and all(v >= 0 for v in report["kl_per_level"].values())
+    slopes = report["dose_response"]["slope"]
+    assert set(slopes) == set(report["effectiveness"]) and all(v is None or math.isfinite(v) for v in slopes.values())
     assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     truth = report["ground_truth"]["heart_area"]["+25%"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,8 +180,13 @@ def build_deep_scm(
     flow_transforms: int = 3,
     flow_hidden: int = 32,
     latents: str = "fixed",
+    hvae: Mapping[str, Any] | None = None,
 ) -> DeepSCM:
-    """A fresh DeepSCM whose statistics and supports come from the datalist's training split."""
+    """A fresh DeepSCM whose statistics and supports come from the datalist's training split.
+
+    ``hvae`` holds the image mechanism's options beside its stages (:class:`~segcft.models.hvae.HVAEConfig`:
+    ``conditioning``, ``likelihood_scale``, ``std_init``, ...).
+    """
     for name in variables:
         check_variable(datalist, name)
     missing = set(graph) ^ set(variables)
@@ -190,7 +196,7 @@ def build_deep_scm(
     cg = CausalGraph.from_config(graph, datalist["variables"])
     stats = parent_stats(data, log_vars)
     parents = ParentSCM(cg, stats, transforms=flow_transforms, hidden=flow_hidden, log_vars=log_vars)
-    image = ConditionalHVAE(hvae_config(preset, parent_dim=len(variables), stages=stages))
+    image = ConditionalHVAE(hvae_config(preset, parent_dim=len(variables), stages=stages, **dict(hvae or {})))
     # A variable constant over the training split (a binary all 1 in a small datalist) has std 0:
     # its standardised column would be 0/0. Clamped, it is 0 there, as it carries no information.
     cond_stats = {v: (stats[v][0], max(stats[v][1], MIN_COND_STD)) if v in stats else _binary_stats(data[v]) for v in variables}

@@ -64,6 +64,8 @@ def generator(
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
     )
     typer.echo(f"ELBO {report['elbo_nats_per_dim']} nats/dim ({report['bits_per_dim']} bits/dim), composition {report['composition_max_abs']:.2e}")
+    typer.echo("dose-response slope (judged / requested change): "
+               + ", ".join(f"{k} {v}" for k, v in report["dose_response"]["slope"].items()))
     typer.echo(f"wrote {out}")
 
 

@@ -77,7 +77,8 @@ def _run(
     from segcft.data.datalist import load_datalist, structures_of
     from segcft.data.phantom import phantom_from_datalist
     from segcft.evaluate import counterfactuals as cfe
-    from segcft.evaluate.cft import dose_response, finetune, locality_and_drift, shuffled_loader
+    from segcft.evaluate.cft import finetune, locality_and_drift, shuffled_loader
+    from segcft.evaluate.counterfactuals import dose_response
     from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor
     from segcft.evaluate.generator import load_judge
     from segcft.evaluate.segmentor import bench_segmentor

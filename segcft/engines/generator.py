@@ -102,6 +102,11 @@ class Precision:
 class HVAETrainer(Trainer):
     """Maximises the ELBO of the image mechanism; the parent flows stay frozen.
 
+    The KL term is weighted by ``kl_weight`` (beta), reached linearly over ``kl_warmup_steps``.
+    A beta of 1 or more makes it cheaper for the decoder to take from the parents what they
+    already say than to carry it in the latents (docs/concepts.md); a warm-up as long as
+    training leaves beta below 1 throughout, and the latents then carry the anatomy.
+
     The image mechanism is trained through ``auto_model`` (DDP under ``torchrun``, which
     averages the gradients over the processes); the wrapper shares its parameters, so the
     optimizer over ``scm.image`` and the EMA of ``scm`` need no change.
@@ -116,6 +121,7 @@ class HVAETrainer(Trainer):
         optimizer: torch.optim.Optimizer,
         ema: AveragedModel,
         kl_warmup_steps: int = 2000,
+        kl_weight: float = 1.0,
         free_bits: float = 0.0,
         grad_clip: float = 200.0,
         grad_skip: float = 1000.0,
@@ -135,6 +141,7 @@ class HVAETrainer(Trainer):
         self.optimizer = optimizer
         self.ema = ema
         self.kl_warmup_steps = kl_warmup_steps
+        self.kl_weight = kl_weight
         self.free_bits = free_bits
         self.grad_clip = grad_clip
         self.grad_skip = grad_skip
@@ -146,7 +153,7 @@ class HVAETrainer(Trainer):
     def _iteration(self, engine: Engine, batchdata: dict) -> dict[str, float]:  # type: ignore[override]
         self.network.train()
         x, pa = batch_tensors(self.scm, batchdata, engine.state.device)
-        beta = min(1.0, engine.state.iteration / max(1, self.kl_warmup_steps))
+        beta = self.kl_weight * min(1.0, engine.state.iteration / max(1, self.kl_warmup_steps))
         with self.precision.autocast(x.device):
             out = self.network(self.precision.images(x), self.scm.condition(pa), beta=beta, free_bits=self.free_bits)
         self.optimizer.zero_grad(set_to_none=True)

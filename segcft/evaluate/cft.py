@@ -33,6 +33,7 @@ from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import Phantom, phantom_from_datalist
 from segcft.cft.engine import CFTTrainer, elbo_bound, trainable
 from segcft.evaluate import counterfactuals as cfe
+from segcft.evaluate.counterfactuals import mean_change_percent, relative_counterfactuals
 from segcft.engines.generator import ema_model
 from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor
 from segcft.evaluate.generator import load_judge
@@ -102,41 +103,6 @@ def finetune(
         scm.load_state_dict(ema.module.state_dict())
     return ({k: round(v, 5) for k, v in trainer.state.output.items()}
             | {"skipped_updates": trainer.state.skipped_updates, "precision": trainer.precision.settings(), "trace": trace})
-
-
-def relative_counterfactuals(scm, data: cfe.EvalData, name: str, pct: float):
-    """``(subset, targets, x*)`` for ``do(name *= 1 + pct%)`` on the samples where it stays in support, or None."""
-    target = Intervention(name, "percent", pct).apply(data.parents[name])
-    ok = cfe.in_support(scm, name, target)
-    if not ok.any():
-        return None
-    sub = cfe.subset(data, ok)
-    return sub, target[ok], cfe.counterfactual_images(scm, sub, {name: target[ok]})
-
-
-def dose_response(
-    scm, data: cfe.EvalData, judge: cfe.Judge, name: str, structure: str, changes: Sequence[float] = (-30, -20, -10, 0, 10, 20, 30)
-) -> dict[float, float]:
-    """Requested relative change of ``name`` (%) -> the judge's mean measured change of its structure (%).
-
-    The measured change is against the judge's area on the factual image, so the judge's own
-    bias cancels; only samples whose target stays in the model's support count.
-    """
-    curve = {}
-    for pct in changes:
-        found = relative_counterfactuals(scm, data, name, float(pct))
-        if found is None:
-            continue
-        sub, _, images = found
-        before = judge.areas(sub.images, sub.spacing)[structure]
-        after = judge.areas(images, sub.spacing)[structure]
-        curve[float(pct)] = round(mean_change_percent(after, before), 3)
-    return curve
-
-
-def mean_change_percent(after: torch.Tensor, before: torch.Tensor) -> float:
-    """The mean relative change (%) from ``before`` to ``after``, sample by sample."""
-    return float((100 * (after / before.clamp(min=1e-6) - 1)).mean())
 
 
 def locality_and_drift(

@@ -189,6 +189,41 @@ def effectiveness(
     return report
 
 
+def relative_counterfactuals(scm, data: EvalData, name: str, pct: float):
+    """``(subset, targets, x*)`` for ``do(name *= 1 + pct%)`` on the samples where it stays in support, or None."""
+    target = Intervention(name, "percent", pct).apply(data.parents[name])
+    ok = in_support(scm, name, target)
+    if not ok.any():
+        return None
+    sub = subset(data, ok)
+    return sub, target[ok], counterfactual_images(scm, sub, {name: target[ok]})
+
+
+def dose_response(
+    scm, data: EvalData, judge: Judge, name: str, structure: str, changes: Sequence[float] = (-30, -20, -10, 0, 10, 20, 30)
+) -> dict[float, float]:
+    """Requested relative change of ``name`` (%) -> the judge's mean measured change of its structure (%).
+
+    The measured change is against the judge's area on the factual image, so the judge's own
+    bias cancels; only samples whose target stays in the model's support count.
+    """
+    curve = {}
+    for pct in changes:
+        found = relative_counterfactuals(scm, data, name, float(pct))
+        if found is None:
+            continue
+        sub, _, images = found
+        before = judge.areas(sub.images, sub.spacing)[structure]
+        after = judge.areas(images, sub.spacing)[structure]
+        curve[float(pct)] = round(mean_change_percent(after, before), 3)
+    return curve
+
+
+def mean_change_percent(after: torch.Tensor, before: torch.Tensor) -> float:
+    """The mean relative change (%) from ``before`` to ``after``, sample by sample."""
+    return float((100 * (after / before.clamp(min=1e-6) - 1)).mean())
+
+
 def locality(x: torch.Tensor, x_cf: torch.Tensor, mask: torch.Tensor, dilation: int = 3) -> torch.Tensor:
     """Per image, the share of the total change ``|x* - x|`` inside ``mask`` dilated by ``dilation`` px.
 
@@ -378,6 +413,35 @@ def test_elbo(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, f
         parts.append(scm.image(x, scm.condition(pa))["elbo_per_sample"].cpu())
     elbo = float(torch.cat(parts).mean())
     return {"elbo_nats_per_dim": round(elbo, 4), "bits_per_dim": round(elbo / math.log(2), 4)}
+
+
+@torch.no_grad()
+def kl_per_level(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, float]:
+    """Mean KL (nats per image dimension) of the posterior from the prior, per latent resolution.
+
+    A level near 0 carries nothing about the image; where the anatomy's size goes through the
+    latents instead of the parents, the coarse levels hold most of the KL.
+    """
+    device = scm.cond_mean.device
+    total = None
+    for start in range(0, len(data), batch_size):
+        pa = {k: v[start : start + batch_size].to(device) for k, v in data.parents.items()}
+        x = data.images[start : start + batch_size].to(device)
+        layers = scm.image(x, scm.condition(pa))["kl_layers"].cpu() * x.shape[0]
+        total = layers if total is None else total + layers
+    per_block = (total / len(data)).tolist()
+    levels: dict[str, float] = {}
+    for r, kl in zip(scm.image.latent_resolutions, per_block):
+        levels[f"{r}x{r}"] = levels.get(f"{r}x{r}", 0.0) + kl
+    return {k: round(v, 5) for k, v in levels.items()}
+
+
+def dose_slope(curve: Mapping[float, float]) -> float | None:
+    """Least-squares slope through the origin of judged against requested change (1: it follows exactly)."""
+    points = [(float(r), float(m)) for r, m in curve.items() if float(r) != 0.0]
+    if not points:
+        return None
+    return round(sum(r * m for r, m in points) / sum(r * r for r, _ in points), 3)
 
 
 @torch.no_grad()

@@ -3,7 +3,9 @@
 The model is built by the generator bundle's own config and loaded from its best EMA
 checkpoint (trained through the same config if there is none yet). Effectiveness is judged
 by the evaluation segmentor of ``segcft bench segmentor`` (another architecture and seed
-than the guide), at that segmentor's resolution.
+than the guide), at that segmentor's resolution. Whether the model uses its parents shows in
+the dose-response slope (judged change / requested change, per variable; 0 for a model that
+ignores them) and in the KL of each latent level.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from segcft.data.phantom import phantom_from_datalist
 from segcft.evaluate import counterfactuals as cfe
 from segcft.engines.loading import bundle_for, generator_config_files, load_generator, load_segmentor
 from segcft.utils import write_json
+
+
+#: Requested relative changes (%) of the plain model's dose-response, whose slope is reported.
+DOSE_CHANGES = (-20.0, -10.0, 10.0, 20.0)
 
 
 def load_judge(report_path: str | os.PathLike, structures: dict[str, int], device: torch.device) -> cfe.Judge:
@@ -94,6 +100,8 @@ def bench_generator(
         # the training engine's precision and memory format, as the bundle config sets them
         "precision": {"amp": "bfloat16" if parser.get_parsed_content("amp") else False,
                       "channels_last": bool(parser.get_parsed_content("channels_last"))},
+        "hvae": parser.get_parsed_content("hvae"),
+        "kl": {k: parser.get_parsed_content(k) for k in ("kl_weight", "kl_warmup_steps") if k in parser},
         "test_cases": len(data),
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)",
         **cfe.test_elbo(scm, data),
@@ -102,7 +110,10 @@ def bench_generator(
         "reversibility": cfe.reversibility_error(scm, data, list(structure_of)),
         "noise_floor": cfe.noise_floor(data, judge, structure_of, metric),
         "effectiveness": cfe.effectiveness(scm, data, judge, structure_of, metric, seed),
+        "kl_per_level": cfe.kl_per_level(scm, data),
     })
+    curves = {name: cfe.dose_response(scm, data, judge, name, structure, DOSE_CHANGES) for name, structure in structure_of.items()}
+    report["dose_response"] = {"curves": curves, "slope": {name: cfe.dose_slope(c) for name, c in curves.items()}}
     if "phantom" in dl:
         report["ground_truth"] = cfe.ground_truth_error(
             scm, data, phantom_from_datalist(dl), structure_of, judge, modality, size

@@ -4,11 +4,16 @@ The design follows the top-down "very deep VAE": a bottom-up encoder, then a top
 decoder whose blocks each hold a stochastic latent with a prior ``p(z_i | z_<i, pa)`` and
 a posterior ``q(z_i | z_<i, x, pa)``. The parents are injected at every resolution: into
 the prior, the posterior, and the deterministic path (``h += proj([z, pa])``), so that a
-counterfactual with the latents held fixed can still change the image.
+counterfactual with the latents held fixed can still change the image. With
+``conditioning="film"`` each variable has its own embedding, and every block's residual
+input is also scaled and shifted by the parents (FiLM), so a parent can modulate features
+where they are instead of adding one constant map over the image.
 
 The likelihood is a per-pixel discretized Gaussian over 256 levels in ``[-1, 1]``: its
 negative log-likelihood in bits per dimension is that of an 8-bit image, and its
 location/scale give the exogenous pixel noise ``u_x = (x - mu) / sigma`` for abduction.
+Its scale is per pixel (``diag``, predicted by the decoder), one learned value (``shared``)
+or a constant (``fixed``), as in the reference HVAE.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from torch import nn
 from segcft.utils import InputError
 
 LOG_SCALE_MIN = -7.0
+#: ``embed``: one MLP embedding of all parents, concatenated; ``film``: one embedding per
+#: variable, concatenated and also scaling/shifting every block's features.
+CONDITIONINGS = ("embed", "film")
+#: The likelihood's scale: per pixel from the decoder, one learned value, or fixed at ``std_init``.
+LIKELIHOOD_SCALES = ("diag", "shared", "fixed")
 BIN = 1.0 / 255.0  # half-width of an 8-bit level on [-1, 1]
 
 
@@ -47,9 +57,19 @@ class HVAEConfig:
     in_channels: int = 1
     bottleneck: int = 4
     parent_embed: int = 16
+    conditioning: str = "embed"
+    film_embed: int = 8
+    likelihood_scale: str = "diag"
+    std_init: float = 0.1
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
+        if self.conditioning not in CONDITIONINGS:
+            raise InputError(f"hvae.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.likelihood_scale not in LIKELIHOOD_SCALES:
+            raise InputError(f"hvae.likelihood_scale must be one of {LIKELIHOOD_SCALES}, got {self.likelihood_scale!r}")
+        if not self.std_init > 0:
+            raise InputError(f"hvae.std_init must be > 0, got {self.std_init}")
         res = [s.resolution for s in self.stages]
         if res != sorted(res, reverse=True) or len(set(res)) != len(res):
             raise InputError(f"HVAE stages must have strictly decreasing resolutions, got {res}")
@@ -59,6 +79,11 @@ class HVAEConfig:
     @property
     def resolution(self) -> int:
         return self.stages[0].resolution
+
+    @property
+    def embed_dim(self) -> int:
+        """Channels of the parents' embedding that each block concatenates."""
+        return self.parent_embed if self.conditioning == "embed" else self.parent_dim * self.film_embed
 
 
 
@@ -103,7 +128,10 @@ PRESETS: dict[str, list[dict]] = {
 
 
 def hvae_config(preset: str | None, parent_dim: int, stages: Sequence[dict] | None = None, **kwargs) -> HVAEConfig:
-    """An :class:`HVAEConfig` from a preset name or explicit stages."""
+    """An :class:`HVAEConfig` from a preset name or explicit stages; ``kwargs`` are its other fields."""
+    known = set(HVAEConfig.__dataclass_fields__) - {"stages", "parent_dim"}
+    if set(kwargs) - known:
+        raise InputError(f"unknown HVAE option(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}")
     if stages is None:
         if preset not in PRESETS:
             raise InputError(f"unknown HVAE preset {preset!r}; known: {sorted(PRESETS)}")
@@ -165,14 +193,47 @@ class Encoder(nn.Module):
         return acts
 
 
-class DecoderBlock(nn.Module):
-    """One top-down block: a latent with prior and posterior given the parents, then a residual block."""
+class ParentEmbedding(nn.Module):
+    """One two-layer MLP per parent variable, outputs concatenated: ``(B, P) -> (B, P * width)``.
 
-    def __init__(self, width: int, z_dim: int, pa_embed: int, parent_dim: int, bottleneck: int, n_blocks: int) -> None:
+    Each variable keeps its own channels, so a block can respond to one parent without the
+    others' values being mixed into it first, as a shared embedding's first layer does.
+    """
+
+    def __init__(self, parent_dim: int, width: int) -> None:
         super().__init__()
-        mid = max(width // bottleneck, 8)
+        self.w1 = nn.Parameter(torch.randn(parent_dim, width))
+        self.b1 = nn.Parameter(torch.zeros(parent_dim, width))
+        self.w2 = nn.Parameter(torch.randn(parent_dim, width, width) / math.sqrt(width))
+        self.b2 = nn.Parameter(torch.zeros(parent_dim, width))
+
+    def forward(self, pa: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(pa[:, :, None] * self.w1 + self.b1)
+        return (torch.einsum("bpi,pio->bpo", h, self.w2) + self.b2).flatten(1)
+
+
+class DecoderBlock(nn.Module):
+    """One top-down block: a latent with prior and posterior given the parents, then a residual block.
+
+    With ``film`` the residual block's input is scaled and shifted per channel by the parents'
+    embedding (starting at the identity).
+    """
+
+    def __init__(
+        self, width: int, z_dim: int, cfg: HVAEConfig, n_blocks: int
+    ) -> None:
+        super().__init__()
+        mid = max(width // cfg.bottleneck, 8)
+        pa_embed = cfg.embed_dim
         self.z_dim = z_dim
-        self.pa = nn.Sequential(nn.Linear(parent_dim, pa_embed), nn.GELU(), nn.Linear(pa_embed, pa_embed))
+        if cfg.conditioning == "film":
+            self.pa = ParentEmbedding(cfg.parent_dim, cfg.film_embed)
+            self.film = nn.Linear(pa_embed, 2 * width)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        else:
+            self.pa = nn.Sequential(nn.Linear(cfg.parent_dim, pa_embed), nn.GELU(), nn.Linear(pa_embed, pa_embed))
+            self.film = None
         if z_dim:
             self.prior = ResBlock(width + pa_embed, mid, 2 * z_dim + width, residual=False, zero_last=True)
             self.posterior = ResBlock(2 * width + pa_embed, mid, 2 * z_dim, residual=False)
@@ -184,6 +245,7 @@ class DecoderBlock(nn.Module):
         nn.init.normal_(self.res.net[-1].weight, std=1.0 / math.sqrt(n_blocks) * 0.1)
 
     def _pa_map(self, pa: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The parents' embedding as a constant ``(B, E, H, W)`` map at ``h``'s size."""
         e = self.pa(pa)[:, :, None, None]
         return e.expand(-1, -1, h.shape[-2], h.shape[-1])
 
@@ -223,7 +285,11 @@ class DecoderBlock(nn.Module):
 
     def _merge(self, h: torch.Tensor, z: torch.Tensor | None, pa_map: torch.Tensor) -> torch.Tensor:
         """The block's output: ``h`` plus the projected latent (if the block has one) and parents."""
-        return self.res(h + self.z_proj(pa_map if z is None else torch.cat([z, pa_map], 1)))
+        h = h + self.z_proj(pa_map if z is None else torch.cat([z, pa_map], 1))
+        if self.film is not None:
+            scale, shift = self.film(pa_map[:, :, 0, 0]).chunk(2, dim=1)
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return self.res(h)
 
     def mediate(
         self, h: torch.Tensor, h_cf: torch.Tensor, pa: torch.Tensor, pa_cf: torch.Tensor, act: torch.Tensor, use_mean: bool = False
@@ -287,12 +353,19 @@ class ConditionalHVAE(nn.Module):
         for i in range(len(cfg.stages) - 1, -1, -1):
             s = cfg.stages[i]
             for _ in range(s.dec_blocks):
-                self.dec_blocks.append(DecoderBlock(s.width, s.z_dim, cfg.parent_embed, cfg.parent_dim, cfg.bottleneck, n_blocks))
+                self.dec_blocks.append(DecoderBlock(s.width, s.z_dim, cfg, n_blocks))
                 self.block_res.append(s.resolution)
             if i > 0 and cfg.stages[i - 1].width != s.width:
                 self.up[str(cfg.stages[i - 1].resolution)] = nn.Conv2d(s.width, cfg.stages[i - 1].width, 1)
-        self.head = nn.Conv2d(cfg.stages[0].width, 2 * cfg.in_channels, 3, padding=1)
+        diag = cfg.likelihood_scale == "diag"
+        self.head = nn.Conv2d(cfg.stages[0].width, (2 if diag else 1) * cfg.in_channels, 3, padding=1)
         self.register_buffer("log_scale_min", torch.tensor(LOG_SCALE_MIN))
+        if not diag:
+            init = torch.full((1, cfg.in_channels, 1, 1), math.log(cfg.std_init))
+            if cfg.likelihood_scale == "shared":
+                self.output_log_scale = nn.Parameter(init)
+            else:
+                self.register_buffer("output_log_scale", init)
 
     def _check(self, x: torch.Tensor | None, pa: torch.Tensor) -> None:
         if pa.ndim != 2 or pa.shape[1] != self.cfg.parent_dim:
@@ -323,8 +396,16 @@ class ConditionalHVAE(nn.Module):
                 kls.append(kl)
         h = _resize(h, self.cfg.resolution)
         params = self.head(h)
-        loc, log_scale = params.chunk(2, dim=1)
+        if self.cfg.likelihood_scale == "diag":
+            loc, log_scale = params.chunk(2, dim=1)
+        else:
+            loc, log_scale = params, self.output_log_scale.expand_as(params)
         return loc, log_scale.clamp(min=float(self.log_scale_min)), out_z, kls
+
+    @property
+    def latent_resolutions(self) -> list[int]:
+        """The resolution of each decoder block that holds a latent, top-down (the order of ``kl_layers``)."""
+        return [r for block, r in zip(self.dec_blocks, self.block_res) if block.z_dim]
 
     def _enter(self, h: torch.Tensor, resolution: int) -> torch.Tensor:
         """``h`` brought to a block's resolution, and to its stage's width where that changes."""
@@ -349,6 +430,7 @@ class ConditionalHVAE(nn.Module):
             "elbo": elbo.mean(),
             "nll": nll.mean(),
             "kl": kl.mean(),
+            "kl_layers": kl_layers.detach().mean(0),
             "elbo_per_sample": elbo.detach(),
         }
 

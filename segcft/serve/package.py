@@ -50,7 +50,7 @@ GENERATOR_FILE = "generator.pt"
 SEGMENTOR_FILE = "segmentor.pt"
 FORMAT = 1
 #: The generator config values a package records (they rebuild the same SCM).
-CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages", "latents")
+CONFIG_KEYS = ("modality", "image_size", "variables", "graph", "log_vars", "preset", "stages", "latents", "hvae")
 MANIFEST_KEYS = (
     "format", *CONFIG_KEYS, "structures", "regions", "variable_descriptions", "training_parents", "defaults",
     "default_spacing_mm", "segmentor", "spatial", "training_data", "provenance",
@@ -326,7 +326,8 @@ def _rebuild_scm(manifest: Mapping[str, Any]) -> DeepSCM:
         "training": [{"parents": {k: v[i] for k, v in parents.items()}} for i in range(count)],
     }
     return build_deep_scm(datalist, manifest["variables"], manifest["graph"], preset=manifest["preset"],
-                          stages=manifest["stages"], log_vars=manifest["log_vars"], latents=manifest["latents"])
+                          stages=manifest["stages"], log_vars=manifest["log_vars"], latents=manifest["latents"],
+                          hvae=manifest.get("hvae"))
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:
