@@ -236,6 +236,7 @@ def test_bench_generator_trains_if_needed_and_reports(cxr_datalist, tmp_path):
     assert set(report["kl_per_level"]) == {"8x8", "1x1"} and all(v >= 0 for v in report["kl_per_level"].values())
     slopes = report["dose_response"]["slope"]
     assert set(slopes) == set(report["effectiveness"]) and all(v is None or math.isfinite(v) for v in slopes.values())
+    assert set(report["decoder_dose_response"]["slope"]) == set(slopes)
     assert report["composition_max_abs"] < 1e-4 and report["train_seconds"] > 0
     assert set(report["effectiveness"]) == {"heart_area", "left_lung_area", "right_lung_area"}
     truth = report["ground_truth"]["heart_area"]["+25%"]

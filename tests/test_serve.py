@@ -78,7 +78,7 @@ def tiny(tmp_path_factory) -> Tiny:
         optimizer.step()
     net.eval()
     config = {"modality": "cxr", "image_size": 32, "variables": variables, "graph": dl["graph"], "log_vars": LOG_VARS,
-              "preset": "cpu32", "stages": STAGES, "latents": "fixed"}
+              "preset": "cpu32", "stages": STAGES, "latents": "fixed", "hvae": {}}
     package = save_model_package(root / "package", scm, config=config, datalist=dl, segmentor_net=net,
                                  segmentor_entry=SEGMENTOR_ENTRY, provenance={"method": "none", "seed": 0})
     torch.set_num_threads(threads)
@@ -139,6 +139,14 @@ def test_the_manifest_says_how_counterfactuals_treat_the_latents(tiny, tmp_path)
     manifest["latents"] = "sampled"
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(InputError, match="latents must be one of"):
+        load_model_package(tmp_path / "pkg")
+    manifest["latents"] = "fixed"
+    assert manifest.pop("hvae") == {}  # a package written before the HVAE options: the defaults
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert load_model_package(tmp_path / "pkg").scm.image.cfg.conditioning == "embed"
+    manifest["hvae"] = {"likelihood": "fixed"}
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(InputError, match="unknown HVAE option.*'likelihood'"):
         load_model_package(tmp_path / "pkg")
 
 

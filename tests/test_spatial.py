@@ -188,7 +188,7 @@ def test_spatial_cft_trains_the_head_only(setup):
 def test_a_package_keeps_the_spatial_mechanism(setup, tmp_path):
     dl, scm, net, data = setup
     config = {"modality": "cxr", "image_size": 32, "variables": scm.variables, "graph": dl["graph"], "log_vars": list(AREAS),
-              "preset": "cpu64", "stages": STAGES, "latents": "fixed"}
+              "preset": "cpu64", "stages": STAGES, "latents": "fixed", "hvae": {}}
     path = save_model_package(tmp_path / "pkg", scm, config=config, datalist=dl, segmentor_net=net,
                               segmentor_entry={"network": "unet", "width": 4, "image_size": 32}, provenance={"method": "spatial-seg"})
     pkg = load_model_package(path)
@@ -241,7 +241,7 @@ def test_counterfactuals_of_a_larger_input_move_sharp_boundaries_and_keep_the_re
 def _package(setup, tmp_path):
     dl, scm, net, _ = setup
     config = {"modality": "cxr", "image_size": 32, "variables": scm.variables, "graph": dl["graph"], "log_vars": list(AREAS),
-              "preset": "cpu64", "stages": STAGES, "latents": "fixed"}
+              "preset": "cpu64", "stages": STAGES, "latents": "fixed", "hvae": {}}
     return save_model_package(tmp_path / "pkg", scm, config=config, datalist=dl, segmentor_net=net,
                               segmentor_entry={"network": "unet", "width": 4, "image_size": 32}, provenance={"method": "spatial-seg"})
 

@@ -436,6 +436,39 @@ def kl_per_level(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str
     return {k: round(v, 5) for k, v in levels.items()}
 
 
+@torch.no_grad()
+def decoder_dose_response(
+    scm: DeepSCM, data: EvalData, judge: Judge, name: str, structure: str, changes: Sequence[float], batch_size: int = 32
+) -> dict[float, float]:
+    """Like :func:`dose_response`, between the decoder's means ``mu(z, pa)`` and ``mu(z, pa*)``.
+
+    No pixel noise is abducted and the latents are the posterior means, so this is the
+    decoder's own response to the parents. Where it follows the request and the
+    counterfactual does not, the factual edges ride along in the abducted noise ``u_x``.
+    """
+    curve = {}
+    for pct in changes:
+        target = Intervention(name, "percent", float(pct)).apply(data.parents[name])
+        ok = in_support(scm, name, target)
+        if not ok.any():
+            continue
+        sub = subset(data, ok)
+        device = scm.cond_mean.device
+        before, after = [], []
+        for start in range(0, len(sub), batch_size):
+            pa = {k: v[start : start + batch_size].to(device) for k, v in sub.parents.items()}
+            pa_cf = scm.parents.counterfactual(pa, {name: target[ok][start : start + batch_size].to(device)})
+            x = sub.images[start : start + batch_size].to(device)
+            cond, cond_cf = scm.condition(pa), scm.condition(pa_cf)
+            zs = scm.image.abduct_latents(x, cond, use_mean=True)
+            before.append(scm.image.decode(zs, cond)[0].clamp(-1, 1).cpu())
+            after.append(scm.image.decode(zs, cond_cf)[0].clamp(-1, 1).cpu())
+        area0 = judge.areas(torch.cat(before), sub.spacing)[structure]
+        area1 = judge.areas(torch.cat(after), sub.spacing)[structure]
+        curve[float(pct)] = round(mean_change_percent(area1, area0), 3)
+    return curve
+
+
 def dose_slope(curve: Mapping[float, float]) -> float | None:
     """Least-squares slope through the origin of judged against requested change (1: it follows exactly)."""
     points = [(float(r), float(m)) for r, m in curve.items() if float(r) != 0.0]

@@ -114,6 +114,9 @@ def bench_generator(
     })
     curves = {name: cfe.dose_response(scm, data, judge, name, structure, DOSE_CHANGES) for name, structure in structure_of.items()}
     report["dose_response"] = {"curves": curves, "slope": {name: cfe.dose_slope(c) for name, c in curves.items()}}
+    if scm.spatial is None:
+        means = {name: cfe.decoder_dose_response(scm, data, judge, name, structure, DOSE_CHANGES) for name, structure in structure_of.items()}
+        report["decoder_dose_response"] = {"curves": means, "slope": {name: cfe.dose_slope(c) for name, c in means.items()}}
     if "phantom" in dl:
         report["ground_truth"] = cfe.ground_truth_error(
             scm, data, phantom_from_datalist(dl), structure_of, judge, modality, size

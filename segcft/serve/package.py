@@ -214,6 +214,7 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
     manifest.setdefault("latents", "fixed")  # packages written before the choice existed held the latents fixed
     manifest.setdefault("spatial", None)  # ... and before spatial mechanisms, decoded every counterfactual
     manifest.setdefault("training_data", None)  # ... and before they named their training data (unknown)
+    manifest.setdefault("hvae", {})  # ... and before the HVAE options, had their defaults
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
         raise InputError(f"{manifest_path}: the manifest lacks {missing}")

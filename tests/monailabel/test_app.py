@@ -54,7 +54,7 @@ def workspace(tmp_path_factory) -> dict:
     fit_parent_scm(scm.parents, training_parents(dl, variables), steps=10, seed=0)  # the parents need not be good, only real
     entry = {"network": "unet", "width": 4, "image_size": 32}
     config = {"modality": "cxr", "image_size": 32, "variables": variables, "graph": dl["graph"],
-              "log_vars": LOG_VARS, "preset": None, "stages": STAGES, "latents": "fixed"}
+              "log_vars": LOG_VARS, "preset": None, "stages": STAGES, "latents": "fixed", "hvae": {}}
     package = save_model_package(
         root / "package", scm, config=config, datalist=dl,
         segmentor_net=segmentor("unet", len(dl["structures"]) + 1, width=4), segmentor_entry=entry,
