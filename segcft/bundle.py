@@ -20,6 +20,7 @@ from segcft.causal.scm import DeepSCM, build_deep_scm, training_parents
 from segcft.cft import LagrangeMultiplier
 from segcft.cft.engine import CFTTrainer, elbo_bound
 from segcft.cft.factory import intervention_sampler, make_guide, regressor_guide, structure_variables
+from segcft.cft.recipe import locality_terms
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.transforms import image_pipeline, segmentation_transforms
 from segcft.engines import SegmentationWriter, attach_handlers, auto_model, latest_checkpoint, load_inference_inputs
@@ -116,6 +117,7 @@ __all__ = [
     "load_datalist",
     "load_inference_inputs",
     "load_segmentor_run",
+    "locality_terms",
     "make_guide",
     "regressor_guide",
     "segmentation_transforms",

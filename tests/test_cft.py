@@ -15,6 +15,8 @@ from segcft.data.phantom import make_phantom
 from segcft.data.structures import CXR_REGIONS
 from segcft.data.transforms import image_pipeline
 from segcft.cft.engine import CFTTrainer, elbo_bound
+from segcft.cft.locality import changing_band, locality_loss
+from segcft.cft.recipe import LOCALITY_RECIPES, LocalityTerms, locality_terms
 from segcft.cft.views import GuideViews
 from segcft.evaluate.cft import finetune, region_change
 from segcft.evaluate.counterfactuals import EvalData, frechet_distance, locality, relabelled_share
@@ -275,6 +277,61 @@ def test_a_few_cft_steps_train_the_hvae_and_leave_guide_and_parents_frozen(setup
     assert any(not torch.equal(p, q) for p, q in zip(scm.image.parameters(), image_before))
 
 
+def test_locality_recipes_are_named_and_their_fields_checked():
+    assert locality_terms(None) == LOCALITY_RECIPES["seeds"] == LocalityTerms() and not LocalityTerms().active
+    assert locality_terms(["local", "band=2"]) == LocalityTerms(**{**LOCALITY_RECIPES["local"].__dict__, "band": 2})
+    assert locality_terms(["hold_weight=1"]).hold_weight == 1.0 and locality_terms(["hold_weight=1"]).pixel_weight == 0.0
+    for bad, named in ((["nearby"], "unknown locality recipe 'nearby'"), (["local", "radius=2"], "unknown locality field 'radius'"),
+                       (["hold_weight=x"], "'hold_weight' must be a number"), (["band=-1"], "'band' must be >= 0"),
+                       (["local", "band"], "must be KEY=VALUE")):
+        with pytest.raises(InputError, match=named):
+            locality_terms(bad)
+
+
+def test_the_band_covers_the_structures_whose_variable_changes_and_nothing_else(setup):
+    dl, _, _ = setup
+    guide = _guide(dl, "seg")
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[:, 2:5, 2:5] = guide.structures["heart"]
+    labels[:, 10:13, 10:13] = guide.structures["left_lung"]
+    pa = {v: torch.ones(2) for v in AREAS}
+    pa_cf = {**pa, "heart_area": torch.tensor([1.2, 1.0])}  # the heart changes in the first sample only
+    band = changing_band(labels, guide, pa, pa_cf, band=1)[:, 0]
+    assert band[0, 1:6, 1:6].all() and band[0].sum() == 25  # the heart, grown by one pixel
+    assert band[1].sum() == 0  # nothing changes: everything is held
+
+
+def test_locality_loss_is_zero_for_an_unchanged_image_and_counts_changes_outside_the_band(setup):
+    dl, _, batch = setup
+    guide = _guide(dl, "seg")
+    x, pa = batch["image"][:4], {k: v[:4] for k, v in batch["parents"].items()}
+    terms = LocalityTerms(hold_weight=1.0, pixel_weight=1.0, band=2)
+    loss, values = locality_loss(guide, x, x.clone(), pa, pa, terms)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6) and values["pixel"] == 0.0
+    x_cf = (x + 0.1).requires_grad_()
+    loss, values = locality_loss(guide, x, x_cf, pa, pa, terms)  # nothing intervened: all of it is held
+    assert values["pixel"] == pytest.approx(0.1, abs=1e-5) and values["hold"] >= 0
+    loss.backward()
+    assert x_cf.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="need a segmentor guide"):
+        locality_loss(_guide(dl, "reg"), x, x, pa, pa, terms)
+
+
+def test_the_trainer_adds_and_logs_the_locality_terms(setup):
+    import copy
+
+    dl, scm, batch = setup
+    scm = copy.deepcopy(scm)
+    trainer = CFTTrainer(
+        "cpu", 1, [batch], scm, _guide(dl, "seg"), InterventionSampler(list(AREAS), scm.support, seed=0),
+        torch.optim.AdamW(scm.image.parameters(), lr=1e-4), LagrangeMultiplier(lr=0.1), eps=10.0,
+        locality=LOCALITY_RECIPES["local"],
+    )
+    trainer.run()
+    out = trainer.state.output
+    assert {"locality_hold", "locality_pixel", "locality_entropy"} <= set(out) and out["locality_entropy"] > 0
+
+
 def _split(batch: dict) -> EvalData:
     """The setup's batch as the in-memory split ``finetune`` trains on."""
     n = len(batch["image"])
@@ -380,9 +437,10 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         *[a for k, v in sets.items() for a in (f"--{k}", json.dumps(v).replace('"', "'"))])
     run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
         "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
-        "--guide-views", "0.5", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+        "--guide-views", "0.5", "--methods", "none,reg,seg,pos-seg,local-seg", "--locality", "local", "--locality", "band=2", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
     report = json.loads((tmp_path / "cft.json").read_text(encoding="utf-8"))
-    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg"] and report["latents"] == "fixed"
+    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg", "local-seg"] and report["latents"] == "fixed"
+    assert report["locality"] == {**LOCALITY_RECIPES["local"].__dict__, "band": 2}
     assert report["guide_views"] == 0.5
     for method, entry in report["methods"].items():
         assert entry["composition_max_abs"] < 1e-4

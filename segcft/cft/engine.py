@@ -15,7 +15,8 @@ from torch.optim.swa_utils import AveragedModel
 from segcft.causal.scm import DeepSCM
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import LagrangeMultiplier
-from segcft.cft.recipe import RECIPE, SPATIAL
+from segcft.cft.locality import locality_loss
+from segcft.cft.recipe import LOCALITY_RECIPES, RECIPE, SPATIAL, LocalityTerms
 from segcft.cft.sampling import InterventionSampler
 from segcft.cft.views import GuideViews
 from segcft.engines.distributed import average_gradients, mean_over_ranks
@@ -74,6 +75,10 @@ class CFTTrainer(Trainer):
     (``bending_weight``, MONAI ``BendingEnergyLoss``) and an L1 penalty on the intensity term
     (``sparse_weight``), so the change is a smooth move with as little repainting as it needs.
 
+    ``locality`` adds, on the direct HVAE output, the terms that hold the guide's labels and
+    the pixels outside the changing structures (:mod:`segcft.cft.locality`); all zero, the
+    loss is the seeds' Seg-CFT.
+
     Gradients are clipped, and by default an update is skipped only when it is not finite:
     once the ELBO leaves its bound, the damped Lagrangian's gradient is large *and* the only
     way back, so skipping large updates (as in pre-training) would freeze the model outside
@@ -107,6 +112,7 @@ class CFTTrainer(Trainer):
         guide_views: float = RECIPE.guide_views,
         bending_weight: float = SPATIAL.bending_weight,
         sparse_weight: float = SPATIAL.sparse_weight,
+        locality: LocalityTerms = LOCALITY_RECIPES["seeds"],
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
         amp: bool = False,
@@ -119,6 +125,7 @@ class CFTTrainer(Trainer):
         self.grad_clip, self.grad_skip, self.guide_weight = grad_clip, grad_skip, guide_weight
         self.relative_targets, self.views = relative_targets, GuideViews(guide_views)
         self.bending_weight, self.sparse_weight, self.bending = bending_weight, sparse_weight, BendingEnergyLoss()
+        self.locality = locality
         self.params = trainable(scm)
         scm.parents.requires_grad_(False)
         guide.freeze()
@@ -147,6 +154,11 @@ class CFTTrainer(Trainer):
                     + self.sparse_weight * cf.intensity.abs().mean())
         else:
             loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
+        held: dict[str, float] = {}
+        if self.locality.active and not spatial:
+            with self.precision.autocast(x.device):
+                term, held = locality_loss(self.guide, x, cf.image, pa, cf.parents, self.locality)
+            loss = loss + term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.params)
@@ -169,4 +181,5 @@ class CFTTrainer(Trainer):
             "lambda": float(self.lagrange.value.detach()),
             "grad_norm": grad_norm,
             "skipped": float(skipped),
+            **{f"locality_{k}": v for k, v in held.items()},
         }

@@ -120,6 +120,10 @@ class SegmentorGuide(Guide):
         self.variables = [*self.structure_of, *self.regional]
         self.freeze()
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The segmentor's class probabilities ``(B, C, size, size)`` on images ``x`` (differentiable)."""
+        return self._probs(x)
+
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)

@@ -13,7 +13,7 @@ trains faster and shorter, and nothing of the base model moves, so it needs no E
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -74,6 +74,76 @@ class SpatialRecipe:
 
 
 SPATIAL = SpatialRecipe()
+
+
+@dataclass(frozen=True)
+class LocalityTerms:
+    """Terms of Seg-CFT on the direct HVAE output that hold the image outside the change in place.
+
+    Outside a ``band`` (px at the guide's size) around the structures whose variable changes
+    (the intervened one and its causal descendants, on the guide's factual labels):
+    ``hold_weight`` weighs the KL of the guide's class probabilities on ``x*`` from those on
+    ``x`` (``x``'s side without gradient), ``pixel_weight`` the mean ``|x* - x|``.
+    ``entropy_weight`` weighs the entropy of the guide's probabilities on ``x*``, so a soft
+    area cannot be met by making pixels uncertain instead of moving the argmax. All zero: the
+    seeds' Seg-CFT loss.
+    """
+
+    hold_weight: float = 0.0
+    pixel_weight: float = 0.0
+    entropy_weight: float = 0.0
+    band: int = 3
+
+    @property
+    def active(self) -> bool:
+        return any(w > 0 for w in (self.hold_weight, self.pixel_weight, self.entropy_weight))
+
+
+#: Named Seg-CFT recipes for the direct HVAE output: ``seeds`` is the paper's loss (the guide
+#: and the ELBO constraint only); ``local`` adds the terms that hold the rest of the image.
+LOCALITY_RECIPES: dict[str, LocalityTerms] = {
+    "seeds": LocalityTerms(),
+    "local": LocalityTerms(hold_weight=100.0, pixel_weight=100.0, entropy_weight=1.0, band=3),
+}
+
+
+def locality_terms(spec: Sequence[str] | Mapping[str, Any] | str | None) -> LocalityTerms:
+    """Locality terms from a recipe name (``seeds``, ``local``), ``KEY=VALUE`` items, or both.
+
+    The first item may name a recipe; later ``KEY=VALUE`` items override its fields. A mapping
+    is taken as overrides of ``seeds``. Unknown names and fields are refused by name.
+    """
+    if spec is None:
+        return LOCALITY_RECIPES["seeds"]
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, Mapping):
+        base, items = LOCALITY_RECIPES["seeds"], dict(spec)
+    else:
+        spec = list(spec)
+        base = LOCALITY_RECIPES["seeds"]
+        if spec and "=" not in spec[0]:
+            if spec[0] not in LOCALITY_RECIPES:
+                raise InputError(f"unknown locality recipe {spec[0]!r}; known: {sorted(LOCALITY_RECIPES)}")
+            base, spec = LOCALITY_RECIPES[spec[0]], spec[1:]
+        items = {}
+        for item in spec:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"locality item {item!r} must be KEY=VALUE (or a recipe name first)")
+            items[key.strip()] = value.strip()
+    known = {f.name: f.type for f in fields(LocalityTerms)}
+    out = {}
+    for key, value in items.items():
+        if key not in known:
+            raise InputError(f"unknown locality field {key!r}; known: {sorted(known)}")
+        try:
+            out[key] = int(value) if known[key] == "int" else float(value)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"locality field {key!r} must be a number, got {value!r}") from e
+        if out[key] < 0:
+            raise InputError(f"locality field {key!r} must be >= 0, got {value!r}")
+    return replace(base, **out)
 
 
 def spatial_recipe(overrides: Mapping[str, Any]) -> SpatialRecipe:

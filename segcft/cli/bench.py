@@ -76,7 +76,7 @@ def cft(
     generator: Path = typer.Option(..., help="Base generator bundle root (models/model.pt), as trained by the generator bundle."),
     segmentors: Path = typer.Option(..., help="Report of `segcft bench segmentor`: its guide guides, its eval segmentor judges."),
     out: Path = typer.Option(..., help="Report JSON; a .md table, a .png figure and <stem>_curves.png are written beside it."),
-    methods: str = typer.Option("none,reg,seg,pos-seg", help="Comma-separated methods: none, reg, seg, pos-seg, and spatial-reg, spatial-seg, spatial-pos-seg (the same guides fine-tuning a spatial mechanism)."),
+    methods: str = typer.Option("none,reg,seg,pos-seg", help="Comma-separated methods: none, reg, seg, pos-seg (the seeds' losses), local-seg, local-pos-seg (with --locality terms), and spatial-reg, spatial-seg, spatial-pos-seg (the same guides fine-tuning a spatial mechanism)."),
     steps: int = typer.Option(900, help="Fine-tuning iterations per method."),
     lr: float = typer.Option(1e-4, help="Learning rate of the fine-tuning (after a 20-step linear warm-up); at 3e-4 the steps alone push the JSRT ELBO out of its bound."),
     guide_weight: float = typer.Option(50.0, help="Weight of the guide's loss against the ELBO term of the Lagrangian."),
@@ -93,9 +93,10 @@ def cft(
     set_: list[str] = typer.Option([], "--set", help="Generator config override KEY=VALUE (VALUE as JSON), repeatable."),
     config_file: list[Path] = typer.Option([], help="Extra generator config merged last (e.g. configs/positional.json), repeatable."),
     spatial: list[str] = typer.Option([], help="Spatial recipe override KEY=VALUE (VALUE as JSON), e.g. steps=300 or max_intensity=0.1, repeatable (docs/concepts.md)."),
+    locality: list[str] = typer.Option(["local"], help="Locality terms of the local- methods: a recipe name (seeds, local), then KEY=VALUE overrides (hold_weight, pixel_weight, entropy_weight, band), repeatable."),
 ) -> None:
     """Compare no fine-tuning, Reg-CFT, Seg-CFT and Positional Seg-CFT on the same base model and interventions."""
-    from segcft.cft.recipe import spatial_recipe
+    from segcft.cft.recipe import locality_terms, spatial_recipe
     from segcft.evaluate.cft import bench_cft, curves_path, method_traces
 
     report = bench_cft(
@@ -103,7 +104,7 @@ def cft(
         steps=steps, lr=lr, guide_weight=guide_weight, lagrange_lr=lagrange_lr, damping=damping, lagrange_init=lagrange_init, relative_targets=relative_targets,
         guide_views=guide_views, ema_decay=ema_decay, eps_slack=eps_slack, regressor_epochs=regressor_epochs, device=device, seed=seed,
         command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_), config_files=config_file,
-        spatial=spatial_recipe(parse_overrides(spatial)),
+        spatial=spatial_recipe(parse_overrides(spatial)), locality=locality_terms(locality),
     )
     typer.echo(f"wrote {out}, {Path(out).with_suffix('.md')}, {Path(out).with_suffix('.png')}"
                + (f" and {curves_path(out)}" if method_traces(report) else ""))

@@ -27,7 +27,7 @@ from segcft.cft import InterventionSampler, LagrangeMultiplier, SegmentorGuide, 
 from segcft.cft.factory import guide_kind, make_guide, regional_variables, spatial_mechanism, structure_variables
 from segcft.cft.guides import Guide
 from segcft.cft.lagrangian import check_init
-from segcft.cft.recipe import RECIPE, SPATIAL, SpatialRecipe
+from segcft.cft.recipe import LOCALITY_RECIPES, RECIPE, SPATIAL, LocalityTerms, SpatialRecipe
 from segcft.cft.views import GuideViews
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import Phantom, phantom_from_datalist
@@ -41,7 +41,10 @@ from segcft.figures import cft_curves, counterfactual_grid
 from segcft.measure import RegionSpec
 from segcft.utils import InputError, atomic_path, write_json
 
-METHODS = ("none", "reg", "seg", "pos-seg", "spatial-reg", "spatial-seg", "spatial-pos-seg")
+METHODS = ("none", "reg", "seg", "pos-seg", "local-seg", "local-pos-seg", "spatial-reg", "spatial-seg", "spatial-pos-seg")
+#: A ``local-`` method is Seg-CFT (or Positional Seg-CFT) on the direct HVAE output with the
+#: bench's locality terms; without the prefix, the seeds' loss.
+LOCAL_PREFIX = "local-"
 
 
 def shuffled_loader(data: cfe.EvalData, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
@@ -58,7 +61,7 @@ def finetune(
     lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
     relative_targets: bool = RECIPE.relative_targets, guide_views: float = RECIPE.guide_views, ema_decay: float = RECIPE.ema_decay,
     bending_weight: float = SPATIAL.bending_weight, sparse_weight: float = SPATIAL.sparse_weight,
-    desc: str = "CFT", trace_every: int = 25, amp: bool = False, channels_last: bool = False,
+    locality: LocalityTerms = LOCALITY_RECIPES["seeds"], desc: str = "CFT", trace_every: int = 25, amp: bool = False, channels_last: bool = False,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
 
@@ -69,7 +72,8 @@ def finetune(
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
     otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
     ends as the exponential moving average of the fine-tuned weights (no warm-up: it starts
-    at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`. ``amp`` and
+    at the pre-trained ones); the defaults are :data:`segcft.cft.recipe.RECIPE`. ``locality``
+    adds the terms of :mod:`segcft.cft.locality` (default: none, the seeds' loss). ``amp`` and
     ``channels_last`` are the engine's precision (:class:`~segcft.engines.generator.Precision`).
     """
     torch.manual_seed(seed)
@@ -80,7 +84,7 @@ def finetune(
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
         guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
-        bending_weight=bending_weight, sparse_weight=sparse_weight, amp=amp, channels_last=channels_last,
+        bending_weight=bending_weight, sparse_weight=sparse_weight, locality=locality, amp=amp, channels_last=channels_last,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -311,8 +315,12 @@ def bench_cft(
     config_files: Sequence[str | os.PathLike] = (),
     figure_cases: int = 4,
     spatial: SpatialRecipe = SPATIAL,
+    locality: LocalityTerms = LOCALITY_RECIPES["local"],
 ) -> dict[str, Any]:
     """Fine-tune with each guide and measure every method; write JSON, a Markdown table and a figure.
+
+    A ``local-`` method (``local-seg``, ``local-pos-seg``) adds the ``locality`` terms to the
+    seeds' loss, so both are fine-tuned from the same base with the same interventions.
 
     A ``spatial-`` method (e.g. ``spatial-seg``) fine-tunes a fresh spatial mechanism on the
     base model with the same guide, under the ``spatial`` recipe (its own steps and rate).
@@ -348,6 +356,7 @@ def bench_cft(
         "seed": seed, "steps": steps, "lr": lr, "guide_weight": guide_weight, "lagrange_lr": lagrange_lr,
         "damping": damping, "lagrange_init": lagrange_init, "relative_targets": relative_targets, "guide_views": guide_views, "ema_decay": ema_decay, "eps": round(eps, 5), "eps_slack": eps_slack, "variables": variables, "latents": base.module.latents,
         **({"spatial": asdict(spatial)} if any(guide_kind(m)[1] for m in methods) else {}),
+        **({"locality": asdict(locality)} if any(m.startswith(LOCAL_PREFIX) for m in methods) else {}),
         "effectiveness_metric": "MAPE (%)" if metric == "mape" else "MAE (mm2)", "test_cases": len(test),
         "noise_floor": cfe.noise_floor(test, judge, structure_of, metric),
         "realism_features": "evaluation segmentor (BasicUNet) deepest encoder level, globally pooled",
@@ -359,7 +368,8 @@ def bench_cft(
         entry: dict[str, Any] = {}
         guide = None
         if method != "none":
-            kind, moves = guide_kind(method)
+            local = method.startswith(LOCAL_PREFIX)
+            kind, moves = guide_kind(method.removeprefix(LOCAL_PREFIX))
             guide = make_guide(
                 kind, dl, variables,
                 segmentor=lambda: load_segmentor(segmentor_report, "guide", structures, dev),
@@ -378,7 +388,8 @@ def bench_cft(
             else:
                 entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,
                                              damping=damping, lagrange_init=lagrange_init, guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
-                                             ema_decay=ema_decay, desc=f"CFT {method}")
+                                             ema_decay=ema_decay, locality=locality if local else LOCALITY_RECIPES["seeds"],
+                                             desc=f"CFT {method}")
             entry["finetune_seconds"] = round(time.perf_counter() - start, 1)
             entry["seconds_per_step"] = round(entry["finetune_seconds"] / (spatial.steps if moves else steps), 4)
         # The constraint is on the training split's ELBO, so that is where it is judged.
