@@ -38,15 +38,28 @@ MECHANISMS = ("direct", "spatial")
 class Counterfactual:
     """Counterfactual images ``(B, C, H, W)`` and parents; with particles, their per-pixel variance.
 
-    A spatial mechanism also gives its ``displacement`` (pixels), ``intensity`` change and ``band``.
+    A spatial mechanism also gives its forward's outputs (``mechanism``): among them the
+    ``displacement`` (pixels), ``intensity`` change and ``band``, and what
+    :meth:`~segcft.models.spatial.SpatialMechanism.full_resolution_change` needs, so serving
+    at the input's resolution does not run the mechanism a second time.
     """
 
     image: torch.Tensor
     parents: dict[str, torch.Tensor]
     variance: torch.Tensor | None = None
-    displacement: torch.Tensor | None = None
-    intensity: torch.Tensor | None = None
-    band: torch.Tensor | None = None
+    mechanism: dict[str, torch.Tensor] | None = None
+
+    @property
+    def displacement(self) -> torch.Tensor | None:
+        return None if self.mechanism is None else self.mechanism["displacement"]
+
+    @property
+    def intensity(self) -> torch.Tensor | None:
+        return None if self.mechanism is None else self.mechanism["intensity"]
+
+    @property
+    def band(self) -> torch.Tensor | None:
+        return None if self.mechanism is None else self.mechanism["band"]
 
 
 class DeepSCM(nn.Module):
@@ -154,7 +167,7 @@ class DeepSCM(nn.Module):
         if self.spatial is not None:  # deterministic: particles would all be the same image
             out = self.spatial(x, cond, cond_cf)
             variance = torch.zeros_like(x) if particles > 1 else None
-            return Counterfactual(out["image"], pa_cf, variance, out["displacement"], out["intensity"], out["band"])
+            return Counterfactual(out["image"], pa_cf, variance, out)
         images = []
         for _ in range(max(1, particles)):
             if self.latents == "mediated":

@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segcft.causal.interventions import Intervention, parse_do, resolve
+from segcft.causal.scm import Counterfactual
 from segcft.data.io import (
     DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
@@ -273,7 +274,7 @@ def _counterfactual_file(
     scale = (a_max - a_min) / 2  # model units -> input units
     shape = tuple(original.shape[-2:])
     base = original[0].as_tensor().float().numpy()
-    change = _change_on_input_grid(pkg, x, pa, cf, model_in["image"].affine, original.affine, shape, full_resolution) * scale
+    change = _change_on_input_grid(pkg, x, cf, model_in["image"].affine, original.affine, shape, full_resolution) * scale
     result = base + change
     if fmt in ("dicom", "png"):
         result = np.clip(result, 0.0, 1.0)
@@ -315,7 +316,7 @@ def _counterfactual_file(
     }
 
 
-def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, pa: Mapping[str, torch.Tensor], cf, model_affine: torch.Tensor,
+def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, cf: Counterfactual, model_affine: torch.Tensor,
                           input_affine: torch.Tensor, shape: Sequence[int], full_resolution: bool) -> np.ndarray:
     """``x* - x`` on the input's grid, in model intensity units.
 
@@ -326,11 +327,9 @@ def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, pa: Mapping[str, t
     def resample(values: torch.Tensor) -> torch.Tensor:
         return to_input_grid(values, model_affine, input_affine, shape)
 
-    if full_resolution and pkg.scm.mechanism == "spatial":
-        with torch.no_grad():
-            out = pkg.scm.spatial(x, pkg.scm.condition(pa), pkg.scm.condition(cf.parents))
+    if full_resolution and cf.mechanism is not None:
         ratio = 1.0 / math.sqrt(abs(float(torch.linalg.det(model_to_input(model_affine, input_affine)[:2, :2]))))
-        return pkg.scm.spatial.full_resolution_change(out, resample, ratio).numpy()
+        return pkg.scm.spatial.full_resolution_change(cf.mechanism, resample, ratio).numpy()
     return resample((cf.image - x)[0, 0]).numpy()
 
 
