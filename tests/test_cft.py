@@ -280,7 +280,7 @@ def test_a_few_cft_steps_train_the_hvae_and_leave_guide_and_parents_frozen(setup
 def test_locality_recipes_are_named_and_their_fields_checked():
     assert locality_terms(None) == LOCALITY_RECIPES["seeds"] == LocalityTerms() and not LocalityTerms().active
     assert locality_terms(["local", "band=2"]) == LocalityTerms(**{**LOCALITY_RECIPES["local"].__dict__, "band": 2})
-    assert locality_terms(["hold_weight=1"]).hold_weight == 1.0 and locality_terms(["hold_weight=1"]).pixel_weight == 0.0
+    assert locality_terms(["hold_weight=1"]) == LocalityTerms(hold_weight=1.0)  # overrides of seeds
     for bad, named in ((["nearby"], "unknown locality recipe 'nearby'"), (["local", "radius=2"], "unknown locality field 'radius'"),
                        (["hold_weight=x"], "'hold_weight' must be a number"), (["band=-1"], "'band' must be >= 0"),
                        (["local", "band"], "must be KEY=VALUE")):

@@ -107,34 +107,26 @@ LOCALITY_RECIPES: dict[str, LocalityTerms] = {
 }
 
 
-def locality_terms(spec: Sequence[str] | Mapping[str, Any] | str | None) -> LocalityTerms:
-    """Locality terms from a recipe name (``seeds``, ``local``), ``KEY=VALUE`` items, or both.
+def locality_terms(spec: Sequence[str] | None) -> LocalityTerms:
+    """Locality terms from a recipe name (``seeds``, ``local``) and/or ``KEY=VALUE`` items.
 
-    The first item may name a recipe; later ``KEY=VALUE`` items override its fields. A mapping
-    is taken as overrides of ``seeds``. Unknown names and fields are refused by name.
+    The first item may name a recipe (default ``seeds``); the ``KEY=VALUE`` items override its
+    fields. Unknown names and fields are refused by name.
     """
-    if spec is None:
-        return LOCALITY_RECIPES["seeds"]
-    if isinstance(spec, str):
-        spec = [spec]
-    if isinstance(spec, Mapping):
-        base, items = LOCALITY_RECIPES["seeds"], dict(spec)
-    else:
-        spec = list(spec)
-        base = LOCALITY_RECIPES["seeds"]
-        if spec and "=" not in spec[0]:
-            if spec[0] not in LOCALITY_RECIPES:
-                raise InputError(f"unknown locality recipe {spec[0]!r}; known: {sorted(LOCALITY_RECIPES)}")
-            base, spec = LOCALITY_RECIPES[spec[0]], spec[1:]
-        items = {}
-        for item in spec:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError(f"locality item {item!r} must be KEY=VALUE (or a recipe name first)")
-            items[key.strip()] = value.strip()
+    items, base = list(spec or []), LOCALITY_RECIPES["seeds"]
+    if items and "=" not in items[0]:
+        if items[0] not in LOCALITY_RECIPES:
+            raise InputError(f"unknown locality recipe {items[0]!r}; known: {sorted(LOCALITY_RECIPES)}")
+        base, items = LOCALITY_RECIPES[items[0]], items[1:]
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"locality item {item!r} must be KEY=VALUE (or a recipe name first)")
+        overrides[key.strip()] = value.strip()
     known = {f.name: f.type for f in fields(LocalityTerms)}
     out = {}
-    for key, value in items.items():
+    for key, value in overrides.items():
         if key not in known:
             raise InputError(f"unknown locality field {key!r}; known: {sorted(known)}")
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,15 +135,20 @@ def in_support(scm: DeepSCM, name: str, values: torch.Tensor) -> torch.Tensor:
     return (values >= lo) & (values <= hi)
 
 
+def batches(data: EvalData, device: torch.device, batch_size: int = 32) -> Iterator[tuple[slice, torch.Tensor, dict[str, torch.Tensor]]]:
+    """``(slice, x, pa)`` of consecutive batches of ``data``, moved to ``device``."""
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        yield sl, data.images[sl].to(device), {k: v[sl].to(device) for k, v in data.parents.items()}
+
+
 @torch.no_grad()
 def counterfactual_images(scm: DeepSCM, data: EvalData, do: Mapping[str, torch.Tensor], batch_size: int = 32) -> torch.Tensor:
     """``x*`` for absolute per-sample targets ``do`` (posterior-mean latents, deterministic)."""
     device = scm.cond_mean.device
     parts = []
-    for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
-        pa = {k: v[sl].to(device) for k, v in data.parents.items()}
-        cf = scm.counterfactual(data.images[sl].to(device), pa, {k: v[sl].to(device) for k, v in do.items()}, use_mean=True)
+    for sl, x, pa in batches(data, device, batch_size):
+        cf = scm.counterfactual(x, pa, {k: v[sl].to(device) for k, v in do.items()}, use_mean=True)
         parts.append(cf.image.cpu())
     return torch.cat(parts)
 
@@ -267,10 +272,8 @@ def reconstruction_quality(scm: DeepSCM, data: EvalData, batch_size: int = 32) -
     device = scm.cond_mean.device
     laplace = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=device).view(1, 1, 3, 3)
     mse, sharpness = [], []
-    for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
-        x = data.images[sl].to(device)
-        recon = scm.reconstruct(x, {k: v[sl].to(device) for k, v in data.parents.items()})
+    for _, x, pa in batches(data, device, batch_size):
+        recon = scm.reconstruct(x, pa)
         mse.append(((recon - x) ** 2).flatten(1).mean(1))
         energy = [torch.nn.functional.conv2d(img, laplace).flatten(1).var(1) for img in (recon, x)]
         sharpness.append(energy[0] / energy[1].clamp(min=1e-12))
@@ -407,9 +410,7 @@ def test_elbo(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str, f
     """Mean negative ELBO on the split, in nats and bits per dimension (8-bit discretized)."""
     device = scm.cond_mean.device
     parts = []
-    for start in range(0, len(data), batch_size):
-        pa = {k: v[start : start + batch_size].to(device) for k, v in data.parents.items()}
-        x = data.images[start : start + batch_size].to(device)
+    for _, x, pa in batches(data, device, batch_size):
         parts.append(scm.image(x, scm.condition(pa))["elbo_per_sample"].cpu())
     elbo = float(torch.cat(parts).mean())
     return {"elbo_nats_per_dim": round(elbo, 4), "bits_per_dim": round(elbo / math.log(2), 4)}
@@ -424,9 +425,7 @@ def kl_per_level(scm: DeepSCM, data: EvalData, batch_size: int = 32) -> dict[str
     """
     device = scm.cond_mean.device
     total = None
-    for start in range(0, len(data), batch_size):
-        pa = {k: v[start : start + batch_size].to(device) for k, v in data.parents.items()}
-        x = data.images[start : start + batch_size].to(device)
+    for _, x, pa in batches(data, device, batch_size):
         layers = scm.image(x, scm.condition(pa))["kl_layers"].cpu() * x.shape[0]
         total = layers if total is None else total + layers
     per_block = (total / len(data)).tolist()
@@ -455,10 +454,8 @@ def decoder_dose_response(
         sub = subset(data, ok)
         device = scm.cond_mean.device
         before, after = [], []
-        for start in range(0, len(sub), batch_size):
-            pa = {k: v[start : start + batch_size].to(device) for k, v in sub.parents.items()}
-            pa_cf = scm.parents.counterfactual(pa, {name: target[ok][start : start + batch_size].to(device)})
-            x = sub.images[start : start + batch_size].to(device)
+        for sl, x, pa in batches(sub, device, batch_size):
+            pa_cf = scm.parents.counterfactual(pa, {name: target[ok][sl].to(device)})
             cond, cond_cf = scm.condition(pa), scm.condition(pa_cf)
             zs = scm.image.abduct_latents(x, cond, use_mean=True)
             before.append(scm.image.decode(zs, cond)[0].clamp(-1, 1).cpu())
@@ -495,10 +492,8 @@ def folding(scm: DeepSCM, data: EvalData, names: Sequence[str], pcts: Sequence[f
             if not ok.any():
                 continue
             sub, shares = subset(data, ok), []
-            for start in range(0, len(sub), batch_size):
-                sl = slice(start, start + batch_size)
-                pa = {k: v[sl].to(device) for k, v in sub.parents.items()}
-                cf = scm.counterfactual(sub.images[sl].to(device), pa, {name: target[ok][sl].to(device)}, use_mean=True)
+            for sl, x, pa in batches(sub, device, batch_size):
+                cf = scm.counterfactual(x, pa, {name: target[ok][sl].to(device)}, use_mean=True)
                 shares.append(folding_share(cf.displacement, cf.band).cpu())
             report.setdefault(name, {})[f"{pct:+.0f}%"] = round(float(torch.cat(shares).mean()), 6)
     return report
