@@ -9,8 +9,8 @@
 # for a fixed budget with its test ELBO, sharpness and plain dose-response; Seg-CFT on it;
 # training and counterfactual throughput in float32 and bfloat16 with peak memory and a
 # device check of every module's inputs. Inputs: JSRT from $SEGCFT_JSRT (or a prepared
-# datalist in $DATALIST), segcft installed (offline machines: pip install --no-index
-# --find-links <wheels> segcft, after their own torch).
+# datalist in $DATALIST), segcft installed, or on an offline machine with its own torch the
+# wheels that scripts/prepare_device.sh wrote, named by $WHEELS and installed here first.
 set -euo pipefail
 
 OUT=${OUT:-runs/gpu_check}
@@ -31,6 +31,13 @@ mkdir -p "$OUT"
 W=$OUT/work
 START=$(date +%s)
 stage() { echo "[gpu_check $(( $(date +%s) - START )) s] $*"; }
+
+if [ -n "${WHEELS:-}" ]; then
+  stage "installing the wheels in $WHEELS beside this machine's torch"
+  SITE=$(mktemp -d)
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH
+fi
 
 if [ "$TESTS" = 1 ]; then
   stage "CUDA tests"

@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 JSRT_ENV = "SEGCFT_JSRT"
+RG1_ENV = "SEGCFT_RG1_UNCR"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,15 @@ def jsrt_subset(jsrt_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def rg1_path() -> Path:
-    """``RG1_UNCR.dcm``: a real MONOCHROME1 CR chest radiograph shipped by pydicom-data."""
+    """``RG1_UNCR.dcm``: a real MONOCHROME1 CR chest radiograph shipped by pydicom-data.
+
+    ``$SEGCFT_RG1_UNCR`` names a copy instead, for machines without pydicom-data's 34 MB
+    wheel (the offline device check carries the one file, ``scripts/prepare_device.sh``).
+    """
+    if os.environ.get(RG1_ENV):
+        path = Path(os.environ[RG1_ENV])
+        assert path.is_file(), f"{RG1_ENV}={path} is not a file"
+        return path
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("RG1_UNCR.dcm")

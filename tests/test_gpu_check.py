@@ -41,3 +41,17 @@ def test_the_device_check_names_a_tensor_on_another_device():
     check.remove()
     net(torch.zeros(1, 2))
     assert len(check.mismatches) == 1
+
+
+def test_the_chest_path_runs_without_simpleitk(jsrt_root, tmp_path):
+    """The device carries no SimpleITK wheel (scripts/prepare_device.sh): only CCTA may need it."""
+    code = ("import sys; sys.modules['SimpleITK'] = None; sys.modules['itk'] = None\n"
+            "from segcft.cli.main import app; sys.argv = ['segcft', *sys.argv[1:]]; app()")
+    proc = subprocess.run([sys.executable, "-c", code, "data", "jsrt", "--src", str(jsrt_root), "--out", str(tmp_path)],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads((tmp_path / "datalist.json").read_text(encoding="utf-8"))["test"]) > 0
+    blocked = subprocess.run([sys.executable, "-c", "import sys; sys.modules['SimpleITK'] = None\n"
+                              "from segcft.data.ccta import read_volume; read_volume(sys.argv[1])", str(tmp_path)],
+                             capture_output=True, text=True, encoding="utf-8", errors="replace")
+    assert blocked.returncode != 0 and "SimpleITK" in blocked.stderr

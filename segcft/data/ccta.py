@@ -15,11 +15,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from numpy.typing import ArrayLike
+from monai.utils import optional_import
 
 from segcft.data.io import NIFTI_SUFFIXES, write_nifti
 from segcft.utils import InputError
+
+# SimpleITK is needed only for CCTA volumes; loaded on first use, so the chest path runs where
+# it is not installed (the offline device check carries no 50 MB wheel it never uses).
+sitk, _ = optional_import("SimpleITK")
 
 logger = logging.getLogger(__name__)
 

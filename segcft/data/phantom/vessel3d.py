@@ -24,10 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
+from monai.utils import optional_import
 
 from segcft.data.structures import CCTA_STRUCTURES
 from segcft.utils import atomic_path, write_json
+
+# SimpleITK is needed only for CCTA volumes; loaded on first use, so the chest path runs where
+# it is not installed (the offline device check carries no 50 MB wheel it never uses).
+sitk, _ = optional_import("SimpleITK")
 
 logger = logging.getLogger(__name__)
 
