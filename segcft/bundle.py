@@ -50,14 +50,16 @@ def load_segmentor_run(
     image_size: int,
     structures: Mapping[str, int],
     device: str | torch.device = "cpu",
+    normalise: str = "fixed",
 ) -> tuple[nn.Module, int]:
     """The ``instance`` (``guide`` or ``eval``) of a segmentor bundle run, from ``models/<instance>/model.pt``, and its image size."""
     path = Path(run) / "models" / instance / "model.pt"
-    net = segmentor(network, len(structures) + 1, width=width)
+    net = segmentor(network, len(structures) + 1, width=width, normalise=normalise)
     try:
         net.load_state_dict(load_checkpoint(path))
     except RuntimeError as e:
-        raise InputError(f"{path}: not a {network!r} segmentor of width {width} with {len(structures) + 1} classes ({e})") from e
+        raise InputError(f"{path}: not a {network!r} segmentor of width {width}, normalisation {normalise!r}, "
+                         f"with {len(structures) + 1} classes ({e})") from e
     return net.to(device).eval(), image_size
 
 

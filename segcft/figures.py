@@ -171,6 +171,22 @@ def dose_response(curves: Mapping[str, Mapping[float, float]], path: str | os.Pa
     return save_figure(fig, path)
 
 
+def robustness(dice: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str = "") -> Path:
+    """Worst structure's Dice per shift (x axis), one marker line per segmentor (legend)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for name, by_shift in dice.items():
+        shifts = list(by_shift)
+        ax.plot(range(len(shifts)), [by_shift[s] for s in shifts], marker="o", ms=4, lw=1.2, label=name)
+    ax.set_xticks(range(len(shifts)), shifts, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Dice of the worst structure")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def paired_differences(
     differences: Mapping[str, Mapping[str, Sequence[float]]], lower_is_better: Mapping[str, bool], path: str | os.PathLike,
     title: str = "",

@@ -150,6 +150,22 @@ def test_the_manifest_says_how_counterfactuals_treat_the_latents(tiny, tmp_path)
         load_model_package(tmp_path / "pkg")
 
 
+def test_a_percentile_normalised_segmentor_travels_in_the_package(tiny, tmp_path):
+    net = segmentor("unet", 4, width=4, normalise="percentile").eval()
+    entry = {**SEGMENTOR_ENTRY, "normalise": "percentile"}
+    path = save_model_package(tmp_path / "pkg", tiny.scm, config=tiny.config, datalist=tiny.dl, segmentor_net=net,
+                              segmentor_entry=entry, provenance={})
+    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["segmentor"]["normalise"] == "percentile"
+    x = _batch(tiny.dl)[0]
+    with torch.no_grad():
+        assert torch.equal(load_model_package(path).segmentor(x), net(x))
+    del manifest["segmentor"]["normalise"]  # a package written before the option: the fixed window, whose weights do not fit
+    (path / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(InputError, match=SEGMENTOR_FILE):
+        load_model_package(path)
+
+
 def test_regional_variables_are_measured_on_the_segmentors_partition(tiny, tmp_path):
     variables = ["heart_area", "left_lung_upper_area", "left_lung_middle_area", "left_lung_lower_area"]
     graph = {v: [] for v in variables}

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from segcft.cli.common import parse_overrides, user_errors
-from segcft.utils import InputError
+from segcft.utils import InputError, atomic_path
 
 app = typer.Typer(help="Benchmarks that train/evaluate at real sizes and write JSON reports.", no_args_is_help=True)
 
@@ -27,6 +27,7 @@ def segmentor(
     device: str = typer.Option(None, help="Device, e.g. cpu or cuda:0 (default: the bundle's)."),
     seed: int = typer.Option(0, help="Training seed of the guide; the evaluation instance uses seed + 1."),
     reuse: bool = typer.Option(False, help="Evaluate existing model.pt checkpoints instead of training."),
+    set_: list[str] = typer.Option([], "--set", help="Bundle config override KEY=VALUE (VALUE as JSON), repeatable, e.g. normalise=percentile."),
 ) -> None:
     """Train (or reuse) the guide and evaluation segmentors; report Dice, area MAPE/MAE and speed."""
     from segcft.evaluate.segmentor import bench_segmentor
@@ -34,7 +35,7 @@ def segmentor(
     report = bench_segmentor(
         data, out, work_dir=work_dir, bundle=bundle, instances=[i for i in instances.split(",") if i],
         image_size=image_size, epochs=epochs, device=device, seed=seed, reuse=reuse,
-        command=shlex.join(["segcft", *sys.argv[1:]]),
+        command=shlex.join(["segcft", *sys.argv[1:]]), config_overrides=parse_overrides(set_),
     )
     for name, entry in report["instances"].items():
         dice = ", ".join(f"{k} {v:.3f}" for k, v in entry["test_dice"].items())
@@ -161,6 +162,41 @@ def fullres(
     report = bench_resolution(model, data, out, size=size, cases=cases, seed=seed, device=device,
                               command=shlex.join(["segcft", *sys.argv[1:]]))
     typer.echo(f"wrote {out} and {out.with_suffix('.png')}; {report['refused']} intervention(s) refused")
+
+
+@app.command("robustness")
+@user_errors
+def robustness(
+    data: Path = typer.Option(..., help="Datalist JSON (radiographs); its test split is shifted."),
+    segmentors: list[str] = typer.Option(..., help="LABEL=REPORT of `segcft bench segmentor`, repeatable (e.g. before=a.json)."),
+    out: Path = typer.Option(..., help="Report JSON; a .md table and a .png figure are written beside it."),
+    shifts: str = typer.Option("", help="Comma-separated shifts of segcft.evaluate.robustness.SHIFTS (default: all)."),
+    instances: str = typer.Option("guide,eval", help="Comma-separated segmentor instances."),
+    device: str = typer.Option("cpu", help="Device, e.g. cpu or cuda:0."),
+    seed: int = typer.Option(0, help="Seed of the noise shift."),
+) -> None:
+    """Guide and judge Dice on shifted copies of the test split (gamma, contrast, exposure, blur, noise, zoom, DICOM)."""
+    from segcft.evaluate.robustness import bench_robustness, robustness_table
+    from segcft.figures import robustness as robustness_figure
+
+    reports = {}
+    for pair in segmentors:
+        label, sep, path = pair.partition("=")
+        if not sep or not label or not path:
+            raise InputError(f"--segmentors {pair!r} is not LABEL=REPORT")
+        reports[label] = path
+    report = bench_robustness(data, reports, out, instances=[i for i in instances.split(",") if i],
+                              shifts=[s for s in shifts.split(",") if s] or None, device=device, seed=seed,
+                              command=shlex.join(["segcft", *sys.argv[1:]]))
+    table = robustness_table(report)
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(f"# Robustness of the segmentors\n\n`{report['command']}`\n\nMean Dice over structures "
+                       f"(worst structure) on {report['cases']} test cases per shift.\n\n{table}\n", encoding="utf-8")
+    worst = {f"{label} {inst}": {s: min(d.values()) for s, d in e["dice"].items()}
+             for label, m in report["models"].items() for inst, e in m["instances"].items()}
+    robustness_figure(worst, out.with_suffix(".png"), title=f"{Path(data).parent.name}: shifted test split")
+    typer.echo(table)
+    typer.echo(f"wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
 
 
 @app.command("speed")

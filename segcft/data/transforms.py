@@ -23,7 +23,11 @@ from monai.transforms import (
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     Resized,
     ScaleIntensityRanged,
     SpatialPad,
@@ -231,35 +235,54 @@ def image_pipeline(
     return Pipeline(transforms)
 
 
-def augmentation(modality: str, size: int) -> list:
+AUGMENTATIONS = ("anatomy", "scanners")
+
+
+def augmentation_transforms(modality: str, size: int, kind: str = "anatomy") -> list:
     """Training augmentation that respects anatomy.
 
     Chest radiographs are lateralised (the left lung is on the image's right), so they get
     small affine jitter, contrast and noise but never a flip. Coronary cross-sections have
     no handedness that the labels depend on: they also get flips and quarter turns.
+
+    ``kind="scanners"`` widens it towards other scanners, exposures and patients: stronger
+    gamma, exposure (intensity scale and offset), a random monotone histogram shift, blur,
+    more noise and larger scale and rotation jitter. Still no flip for radiographs.
     """
+    if kind not in AUGMENTATIONS:
+        raise InputError(f"unknown augmentation {kind!r}; known: {list(AUGMENTATIONS)}")
     keys = ["image", "label"]
+    wide = kind == "scanners"
     transforms: list = [
         RandAffined(
             keys,
             prob=0.8,
-            rotate_range=AUGMENT_ROTATE,
-            scale_range=0.1,
+            rotate_range=AUGMENT_ROTATE * (1.5 if wide else 1.0),
+            scale_range=0.2 if wide else 0.1,
             translate_range=AUGMENT_TRANSLATE * size,
             mode=["bilinear", "nearest"],
             padding_mode="border",
         ),
-        RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
-        RandGaussianNoised("image", prob=0.3, std=AUGMENT_NOISE),
+        RandAdjustContrastd("image", prob=0.5 if wide else 0.3, gamma=(0.5, 2.0) if wide else (0.7, 1.5)),
     ]
+    if wide:
+        transforms += [
+            RandScaleIntensityd("image", factors=0.3, prob=0.3),
+            RandShiftIntensityd("image", offsets=0.3, prob=0.3),
+            RandHistogramShiftd("image", num_control_points=(5, 10), prob=0.3),
+            RandGaussianSmoothd("image", sigma_x=(0.25, 1.5), sigma_y=(0.25, 1.5), prob=0.3),
+        ]
+    transforms.append(RandGaussianNoised("image", prob=0.3, std=AUGMENT_NOISE * (2.5 if wide else 1.0)))
     if modality == "ccta":
         transforms += [RandFlipd(keys, prob=0.5, spatial_axis=1), RandRotate90d(keys, prob=0.5)]
     return transforms
 
 
-def segmentation_transforms(size: int, modality: str, train: bool, device: str | torch.device = "cpu") -> Pipeline:
-    """The segmentor's pipeline: :func:`image_pipeline`, plus augmentation when training."""
+def segmentation_transforms(
+    size: int, modality: str, train: bool, device: str | torch.device = "cpu", augmentation: str = "anatomy"
+) -> Pipeline:
+    """The segmentor's pipeline: :func:`image_pipeline`, plus augmentation (of that kind) when training."""
     base = image_pipeline(size, modality, device=device)
     if not train:
         return base
-    return Pipeline([*base.transforms, *augmentation(modality, size), CastToTyped("label", dtype=torch.long)])
+    return Pipeline([*base.transforms, *augmentation_transforms(modality, size, augmentation), CastToTyped("label", dtype=torch.long)])

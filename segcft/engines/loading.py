@@ -7,7 +7,7 @@ this way, so it lives below both of them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,17 @@ REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 MODALITY_OF = {"CR": "cxr", "DX": "cxr", "CT": "ccta"}
 
 
-def bundle_for(datalist: dict, kind: str = "segmentor") -> Path:
-    """The bundle folder for a datalist's modality, e.g. ``bundles/cxr_segmentor``."""
+def modality_of(datalist: Mapping) -> str:
+    """segcft's modality (``cxr`` or ``ccta``) of a datalist's DICOM modality (CR, DX or CT)."""
     modality = MODALITY_OF.get(str(datalist.get("modality", "")).upper())
     if modality is None:
         raise InputError(f"datalist modality {datalist.get('modality')!r} is not one of {sorted(MODALITY_OF)}")
-    path = REPO_BUNDLES / f"{modality}_{kind}"
+    return modality
+
+
+def bundle_for(datalist: dict, kind: str = "segmentor") -> Path:
+    """The bundle folder for a datalist's modality, e.g. ``bundles/cxr_segmentor``."""
+    path = REPO_BUNDLES / f"{modality_of(datalist)}_{kind}"
     if not (path / "configs").is_dir():
         raise InputError(f"{path}: bundle not found (pass --bundle)")
     return path
@@ -83,7 +88,7 @@ def load_segmentor(
 ) -> tuple[torch.nn.Module, int]:
     """A segmentor instance (``guide`` or ``eval``) of a ``segcft bench segmentor`` report, and its image size."""
     report, entry = segmentor_instance(report_path, instance)
-    # reports written before the width was recorded used the bundles' default, 16
-    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16))
+    # reports written before the width and normalisation were recorded used the bundles' defaults
+    network = segmentor(entry["network"], len(structures) + 1, width=entry.get("width", 16), normalise=entry.get("normalise", "fixed"))
     network.load_state_dict(load_checkpoint(Path(report["work_dir"]) / "models" / instance / "model.pt"))
     return network.to(device).eval(), entry["image_size"]

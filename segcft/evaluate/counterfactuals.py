@@ -194,14 +194,40 @@ def effectiveness(
     return report
 
 
-def relative_counterfactuals(scm, data: EvalData, name: str, pct: float):
-    """``(subset, targets, x*)`` for ``do(name *= 1 + pct%)`` on the samples where it stays in support, or None."""
+def supported_targets(scm, data: EvalData, name: str, pct: float) -> tuple[EvalData, torch.Tensor] | None:
+    """The samples whose target of ``do(name *= 1 + pct%)`` stays in the model's support, and those targets; None if none."""
     target = Intervention(name, "percent", pct).apply(data.parents[name])
     ok = in_support(scm, name, target)
     if not ok.any():
         return None
-    sub = subset(data, ok)
-    return sub, target[ok], counterfactual_images(scm, sub, {name: target[ok]})
+    return subset(data, ok), target[ok]
+
+
+def relative_counterfactuals(scm, data: EvalData, name: str, pct: float):
+    """``(subset, targets, x*)`` for ``do(name *= 1 + pct%)`` on the samples where it stays in support, or None."""
+    found = supported_targets(scm, data, name, pct)
+    if found is None:
+        return None
+    sub, target = found
+    return sub, target, counterfactual_images(scm, sub, {name: target})
+
+
+def _dose_curve(
+    scm, data: EvalData, judge: Judge, name: str, structure: str, changes: Sequence[float],
+    images: Callable[[EvalData, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> dict[float, float]:
+    """Requested change (%) -> the judge's mean change (%) of ``structure`` between the two images ``images(sub, targets)`` gives."""
+    curve = {}
+    for pct in changes:
+        found = supported_targets(scm, data, name, float(pct))
+        if found is None:
+            continue
+        sub, target = found
+        before, after = images(sub, target)
+        area0 = judge.areas(before, sub.spacing)[structure]
+        area1 = judge.areas(after, sub.spacing)[structure]
+        curve[float(pct)] = round(mean_change_percent(area1, area0), 3)
+    return curve
 
 
 def dose_response(
@@ -212,16 +238,8 @@ def dose_response(
     The measured change is against the judge's area on the factual image, so the judge's own
     bias cancels; only samples whose target stays in the model's support count.
     """
-    curve = {}
-    for pct in changes:
-        found = relative_counterfactuals(scm, data, name, float(pct))
-        if found is None:
-            continue
-        sub, _, images = found
-        before = judge.areas(sub.images, sub.spacing)[structure]
-        after = judge.areas(images, sub.spacing)[structure]
-        curve[float(pct)] = round(mean_change_percent(after, before), 3)
-    return curve
+    return _dose_curve(scm, data, judge, name, structure, changes,
+                       lambda sub, target: (sub.images, counterfactual_images(scm, sub, {name: target})))
 
 
 def mean_change_percent(after: torch.Tensor, before: torch.Tensor) -> float:
@@ -297,15 +315,16 @@ def reversibility_error(scm: DeepSCM, data: EvalData, names: Sequence[str], pct:
     report = {}
     device = scm.cond_mean.device
     for name in names:
-        target = Intervention(name, "percent", pct).apply(data.parents[name])
-        ok = in_support(scm, name, target)
-        sub = subset(data, ok)
+        found = supported_targets(scm, data, name, pct)
+        if found is None:
+            continue
+        sub, target = found
         pa = {k: v.to(device) for k, v in sub.parents.items()}
         x = sub.images.to(device)
-        first = scm.counterfactual(x, pa, {name: target[ok].to(device)}, use_mean=True)
+        first = scm.counterfactual(x, pa, {name: target.to(device)}, use_mean=True)
         back = scm.counterfactual(first.image, first.parents, {name: pa[name]}, use_mean=True)
         diff = (back.image - x).abs().cpu()
-        report[name] = {"mean_abs": round(float(diff.mean()), 5), "max_abs": round(float(diff.max()), 5), "n": int(ok.sum())}
+        report[name] = {"mean_abs": round(float(diff.mean()), 5), "max_abs": round(float(diff.max()), 5), "n": len(target)}
     return report
 
 
@@ -445,25 +464,19 @@ def decoder_dose_response(
     decoder's own response to the parents. Where it follows the request and the
     counterfactual does not, the factual edges ride along in the abducted noise ``u_x``.
     """
-    curve = {}
-    for pct in changes:
-        target = Intervention(name, "percent", float(pct)).apply(data.parents[name])
-        ok = in_support(scm, name, target)
-        if not ok.any():
-            continue
-        sub = subset(data, ok)
-        device = scm.cond_mean.device
+    device = scm.cond_mean.device
+
+    def decoded(sub: EvalData, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         before, after = [], []
         for sl, x, pa in batches(sub, device, batch_size):
-            pa_cf = scm.parents.counterfactual(pa, {name: target[ok][sl].to(device)})
+            pa_cf = scm.parents.counterfactual(pa, {name: target[sl].to(device)})
             cond, cond_cf = scm.condition(pa), scm.condition(pa_cf)
             zs = scm.image.abduct_latents(x, cond, use_mean=True)
             before.append(scm.image.decode(zs, cond)[0].clamp(-1, 1).cpu())
             after.append(scm.image.decode(zs, cond_cf)[0].clamp(-1, 1).cpu())
-        area0 = judge.areas(torch.cat(before), sub.spacing)[structure]
-        area1 = judge.areas(torch.cat(after), sub.spacing)[structure]
-        curve[float(pct)] = round(mean_change_percent(area1, area0), 3)
-    return curve
+        return torch.cat(before), torch.cat(after)
+
+    return _dose_curve(scm, data, judge, name, structure, changes, decoded)
 
 
 def dose_slope(curve: Mapping[float, float]) -> float | None:
@@ -487,13 +500,12 @@ def folding(scm: DeepSCM, data: EvalData, names: Sequence[str], pcts: Sequence[f
     report: dict[str, dict[str, float]] = {}
     for name in names:
         for pct in pcts:
-            target = Intervention(name, "percent", pct).apply(data.parents[name])
-            ok = in_support(scm, name, target)
-            if not ok.any():
+            found = supported_targets(scm, data, name, pct)
+            if found is None:
                 continue
-            sub, shares = subset(data, ok), []
+            (sub, target), shares = found, []
             for sl, x, pa in batches(sub, device, batch_size):
-                cf = scm.counterfactual(x, pa, {name: target[ok][sl].to(device)}, use_mean=True)
+                cf = scm.counterfactual(x, pa, {name: target[sl].to(device)}, use_mean=True)
                 shares.append(folding_share(cf.displacement, cf.band).cpu())
             report.setdefault(name, {})[f"{pct:+.0f}%"] = round(float(torch.cat(shares).mean()), 6)
     return report

@@ -72,7 +72,6 @@ class Group:
         self.spec = spec
         self.paths = [docs / r for r in spec["reports"]]
         self.summary, self.instances = aggregate_cft([(p, None) for p in self.paths], pairs=())
-        self.reports = [read_json(p, "report") for p in self.paths]
         self.methods = list(self.summary["methods"])
         self.variables = list(next(iter(self.summary["methods"].values()))["variables"])
         self.floor = {v: _mean([i["noise_floor"][v] for i in self.instances if v in i.get("noise_floor", {})])
@@ -181,7 +180,7 @@ def _cft_section(group: Group) -> list[str]:
     n = len(group.instances)
     metric = group.summary["effectiveness_metric"]
     lines = [f"### {spec['title']}", "", spec["recipe"].strip(), "",
-             *_commands([r.get("command") for r in group.reports]), "",
+             *_commands([r["command"] for r in group.summary["reports"]]), "",
              "Reports: " + ", ".join(_link(p) for p in spec["reports"]) + f". {n} instance(s) (base model, seed), "
              f"{group.summary['test_cases']} test cases; mean ± SD over instances where n > 1. "
              f"Effectiveness is the judge's {metric} for do ~ test split and for scaling the structure by -25% and +25%; "

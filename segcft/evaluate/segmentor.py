@@ -53,13 +53,18 @@ def bench_segmentor(
     reuse: bool = False,
     progress: bool = True,
     command: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train/evaluate each segmentor instance on ``datalist``; write and return the report."""
+    """Train/evaluate each segmentor instance on ``datalist``; write and return the report.
+
+    ``config_overrides`` set bundle keys (e.g. ``normalise``, ``augmentation``) in every
+    instance's training and evaluation configs.
+    """
     datalist = Path(datalist).resolve()
     dl = load_datalist(datalist)
     bundle = Path(bundle) if bundle else bundle_for(dl)
     names = list(structures_of(dl))
-    overrides: dict[str, Any] = {"bundle_root": str(Path(work_dir).resolve()), "datalist": str(datalist)}
+    overrides: dict[str, Any] = {**(config_overrides or {}), "bundle_root": str(Path(work_dir).resolve()), "datalist": str(datalist)}
     if image_size:
         overrides["image_size"] = image_size
     if device:
@@ -74,6 +79,7 @@ def bench_segmentor(
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available()},
         "seed": seed,
+        "config_overrides": dict(config_overrides or {}),
         "instances": {},
     }
     for offset, instance in enumerate(instances):
@@ -91,6 +97,7 @@ def bench_segmentor(
             wf.run()
             entry["train_seconds"] = round(time.perf_counter() - start, 1)
             entry["epochs_run"] = int(trainer.state.epoch)
+            entry["augmentation"] = wf.parser.get_parsed_content("augmentation")
             entry["best_val_mean_dice"] = round(float(trainer.state.best_metric), 4) if trainer.state.best_metric else None
             wf.finalize()
         wf = _workflow(bundle, "evaluate.json", {**run, "split": "test", "output_dir": str(Path(work_dir) / "eval" / instance)})
@@ -102,6 +109,7 @@ def bench_segmentor(
         entry["network"] = wf.parser.get_parsed_content("network_name")
         entry["image_size"] = wf.parser.get_parsed_content("image_size")
         entry["width"] = wf.parser.get_parsed_content("width")
+        entry["normalise"] = wf.parser.get_parsed_content("normalise")
         entry["test_dice"] = _per_structure(metrics["test_dice"], names)
         entry["test_area_mape_percent"] = _per_structure(metrics["test_area_ape"], names)
         if len(spacings) == 1:  # one spacing at model resolution: pixel errors convert exactly

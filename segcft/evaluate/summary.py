@@ -153,6 +153,7 @@ def aggregate_cft(
     listed = [{**{k: v for k, v in i.items() if k != "methods"}, "methods": list(i["methods"])} for i in instances.values()]
     summary = {
         "benchmark": "cft summary", "command": command, **shared, "settings": settings,
+        "reports": [{"path": str(p), "command": r.get("command")} for p, r in loaded],
         "instances": listed, "methods": methods, "comparisons": comparisons,
     }
     return summary, list(instances.values())

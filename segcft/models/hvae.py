@@ -244,10 +244,10 @@ class DecoderBlock(nn.Module):
         self.res = ResBlock(width, mid, width)
         nn.init.normal_(self.res.net[-1].weight, std=1.0 / math.sqrt(n_blocks) * 0.1)
 
-    def _pa_map(self, pa: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The parents' embedding as a constant ``(B, E, H, W)`` map at ``h``'s size."""
-        e = self.pa(pa)[:, :, None, None]
-        return e.expand(-1, -1, h.shape[-2], h.shape[-1])
+    @staticmethod
+    def _as_map(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The parents' embedding ``(B, E)`` as a constant ``(B, E, H, W)`` map at ``h``'s size."""
+        return e[:, :, None, None].expand(-1, -1, h.shape[-2], h.shape[-1])
 
     def prior_params(self, h: torch.Tensor, pa_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.prior(torch.cat([h, pa_map], 1))
@@ -264,9 +264,10 @@ class DecoderBlock(nn.Module):
         use_mean: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Return ``(h, z, kl)``. With ``act`` the posterior is used, else the prior; a given ``z`` is used as is."""
-        pa_map = self._pa_map(pa, h)
+        e = self.pa(pa)
+        pa_map = self._as_map(e, h)
         if not self.z_dim:
-            return self._merge(h, None, pa_map), None, None
+            return self._merge(h, None, e), None, None
         pm, plv, feat = self.prior_params(h, pa_map)
         h = h + feat
         kl = None
@@ -277,17 +278,18 @@ class DecoderBlock(nn.Module):
             kl = gaussian_kl(qm, qlv, pm, plv)
         elif z is None:
             z = _draw(pm, plv, use_mean, temperature)
-        return self._merge(h, z, pa_map), z, kl
+        return self._merge(h, z, e), z, kl
 
     def posterior_params(self, h: torch.Tensor, act: torch.Tensor, pa_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.posterior(torch.cat([h, act, pa_map], 1))
         return q[:, : self.z_dim], q[:, self.z_dim :]
 
-    def _merge(self, h: torch.Tensor, z: torch.Tensor | None, pa_map: torch.Tensor) -> torch.Tensor:
-        """The block's output: ``h`` plus the projected latent (if the block has one) and parents."""
+    def _merge(self, h: torch.Tensor, z: torch.Tensor | None, e: torch.Tensor) -> torch.Tensor:
+        """The block's output: ``h`` plus the projected latent (if the block has one) and the parents' embedding ``e``."""
+        pa_map = self._as_map(e, h)
         h = h + self.z_proj(pa_map if z is None else torch.cat([z, pa_map], 1))
         if self.film is not None:
-            scale, shift = self.film(pa_map[:, :, 0, 0]).chunk(2, dim=1)
+            scale, shift = self.film(e).chunk(2, dim=1)
             h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         return self.res(h)
 
@@ -301,15 +303,16 @@ class DecoderBlock(nn.Module):
         ``pa* = pa`` gives ``z* = z`` and a change of the parents moves the latents as the prior
         says they move with them.
         """
-        pa_map, pa_map_cf = self._pa_map(pa, h), self._pa_map(pa_cf, h_cf)
+        e, e_cf = self.pa(pa), self.pa(pa_cf)
+        pa_map, pa_map_cf = self._as_map(e, h), self._as_map(e_cf, h_cf)
         if not self.z_dim:
-            return self._merge(h, None, pa_map), self._merge(h_cf, None, pa_map_cf), None, None
+            return self._merge(h, None, e), self._merge(h_cf, None, e_cf), None, None
         pm, plv, feat = self.prior_params(h, pa_map)
         pm_cf, plv_cf, feat_cf = self.prior_params(h_cf, pa_map_cf)
         h, h_cf = h + feat, h_cf + feat_cf
         z = _draw(*self.posterior_params(h, act, pa_map), use_mean)
         z_cf = pm_cf + torch.exp(0.5 * (plv_cf - plv)) * (z - pm)
-        return self._merge(h, z, pa_map), self._merge(h_cf, z_cf, pa_map_cf), z, z_cf
+        return self._merge(h, z, e), self._merge(h_cf, z_cf, e_cf), z, z_cf
 
 
 def _draw(mean: torch.Tensor, logvar: torch.Tensor, use_mean: bool, temperature: float = 1.0) -> torch.Tensor:

@@ -188,6 +188,7 @@ def save_model_package(
         "segmentor": {
             "network": segmentor_entry["network"],
             "width": int(segmentor_entry.get("width", 16)),
+            "normalise": segmentor_entry.get("normalise", "fixed"),
             "image_size": int(segmentor_entry["image_size"]),
         },
         "spatial": None if scm.spatial is None else asdict(scm.spatial.settings),
@@ -221,7 +222,8 @@ def load_model_package(path: str | os.PathLike, device: str | torch.device = "cp
     try:
         scm = _rebuild_scm(manifest)
         entry = manifest["segmentor"]
-        net = segmentor(entry["network"], len(manifest["structures"]) + 1, width=int(entry["width"]))
+        net = segmentor(entry["network"], len(manifest["structures"]) + 1, width=int(entry["width"]),
+                        normalise=entry.get("normalise", "fixed"))  # packages before the option: fixed
         if manifest["spatial"] is not None:  # its segmentor's weights are in the generator's state
             scm.attach_spatial(SpatialMechanism(SpatialSettings(**manifest["spatial"]), copy.deepcopy(net), scm.variables))
     except (InputError, KeyError, TypeError, ValueError) as e:
