@@ -173,14 +173,14 @@ def dose_response(curves: Mapping[str, Mapping[float, float]], path: str | os.Pa
 
 def robustness(dice: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str = "") -> Path:
     """Worst structure's Dice per shift (x axis), one marker line per segmentor (legend)."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    fig, ax = plt.subplots(figsize=(9.5, 3.4))
     for name, by_shift in dice.items():
         shifts = list(by_shift)
         ax.plot(range(len(shifts)), [by_shift[s] for s in shifts], marker="o", ms=4, lw=1.2, label=name)
     ax.set_xticks(range(len(shifts)), shifts, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("Dice of the worst structure")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1.0), loc="upper left")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
