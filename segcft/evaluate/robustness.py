@@ -157,10 +157,9 @@ def bench_robustness(
     with tempfile.TemporaryDirectory() as tmp:
         dicom_items = _as_dicom(dl["test"], Path(tmp)) if "dicom_monochrome1" in shifts else []
         for label, path in segmentor_reports.items():
-            report_json, _ = segmentor_instance(path, instances[0])
             entry_out: dict[str, Any] = {"report": str(path), "instances": {}}
             for instance in instances:
-                _, entry = segmentor_instance(path, instance)
+                report_json, entry = segmentor_instance(path, instance)
                 net, size = load_segmentor(path, instance, structures, dev)
                 if size not in cache:  # each resolution's shifted copies are made once, for every model alike
                     images, labels = _load(dl["test"], size, modality)
