@@ -27,4 +27,4 @@ for seed in 0 1 2; do
     --out "$OUT/jsrt64_base$seed.json"
 done
 "$SEGCFT" bench summary --report "$OUT/jsrt64_base0.json" --report "$OUT/jsrt64_base1.json" --report "$OUT/jsrt64_base2.json" \
-  --out "$OUT/jsrt64_bases.json"
+  --pair spatial-seg,seg --pair spatial-seg,reg --pair seg,reg --out "$OUT/jsrt64_bases.json"
