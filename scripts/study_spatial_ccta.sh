@@ -13,6 +13,7 @@ N=${N:-300}
 SEG_EPOCHS=${SEG_EPOCHS:-30}
 GEN_EPOCHS=${GEN_EPOCHS:-30}
 STEPS=${STEPS:-100}
+METHODS=${METHODS:-none,seg,pos-seg,spatial-seg,spatial-pos-seg}
 SPATIAL_STEPS=${SPATIAL_STEPS:-200}
 mkdir -p "$OUT"
 DATA=$WORK/data/datalist.json
@@ -23,5 +24,5 @@ POS=bundles/ccta_generator/configs/positional.json
 "$SEGCFT" bench generator --data "$DATA" --run "$WORK/generator" --judge "$WORK/segmentor.json" \
   --config-file "$POS" --epochs "$GEN_EPOCHS" --seed 0 --out "$WORK/generator.json"
 "$SEGCFT" bench cft --data "$DATA" --generator "$WORK/generator" --config-file "$POS" --segmentors "$WORK/segmentor.json" \
-  --methods none,seg,pos-seg,spatial-seg,spatial-pos-seg --steps "$STEPS" --lr 3e-4 --spatial "steps=$SPATIAL_STEPS" --relative-targets --seed 0 \
+  --methods "$METHODS" --steps "$STEPS" --lr 3e-4 --spatial "steps=$SPATIAL_STEPS" --relative-targets --seed 0 \
   --out "$OUT/ccta64_methods.json"
