@@ -17,8 +17,8 @@ from segcft.cft.recipe import SPATIAL, spatial_recipe
 from segcft.data.datalist import load_datalist, structures_of
 from segcft.data.phantom import make_phantom
 from segcft.data.transforms import image_pipeline
-from segcft.evaluate.cft import finetune
-from segcft.evaluate.counterfactuals import EvalData, folding
+from segcft.evaluate.cft import finetune, locality_and_drift
+from segcft.evaluate.counterfactuals import EvalData, Judge, folding
 from segcft.models import segmentor
 from segcft.models.spatial import SpatialMechanism, folding_share, spatial_settings
 from segcft.serve.package import load_model_package, save_model_package
@@ -171,6 +171,22 @@ def test_null_intervention_is_exact_and_a_change_stays_in_its_band(setup):
     outside = (cf.band == 0).expand_as(change)
     assert change.sum() > 0 and outside.float().mean() > 0.3 and change[outside].max() == 0
     assert set(folding(scm, data, ["right_lung_area"])["right_lung_area"]) == {"-25%", "+25%"}
+
+
+def test_locality_with_descendants_counts_the_change_a_child_structure_must_make(setup):
+    dl, scm, net, data = setup
+    judge = Judge(net, structures_of(dl), 32)
+    report = locality_and_drift(scm, data, judge, AREAS)
+    children = {v for v in AREAS if scm.graph.descendants(v) & set(AREAS)}
+    assert children and children != set(AREAS)  # the phantom has structures with and without structure descendants
+    for name, entry in report.items():
+        assert 0.0 <= entry["locality"] <= entry["locality_causal"] <= 1.0
+        if name in children:
+            assert AREAS[name] not in entry["held"] and not set(entry["held"]) & {AREAS[d] for d in scm.graph.descendants(name) if d in AREAS}
+        else:
+            assert entry["locality_causal"] == entry["locality"]
+    # the heart's child, the left lung, moves under do(heart): its change counts only with descendants
+    assert report["heart_area"]["locality_causal"] > report["heart_area"]["locality"]
 
 
 def test_spatial_cft_trains_the_head_only(setup):

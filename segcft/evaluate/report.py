@@ -186,7 +186,9 @@ def _cft_section(group: Group) -> list[str]:
              f"Effectiveness is the judge's {metric} for do ~ test split and for scaling the structure by -25% and +25%; "
              "x floor: do ~ test over the judge's noise floor.", ""]
     agree = any(group.agreement(m, v) is not None for m in group.methods for v in group.variables)
-    header = ["method", "n", "variable", "do ~ test", "x floor", "-25%", "+25%", "locality", "drift %"] + (["judge / guide"] if agree else [])
+    causal = any(group.stat(m, v, "locality_causal") for m in group.methods for v in group.variables)
+    header = (["method", "n", "variable", "do ~ test", "x floor", "-25%", "+25%", "locality"] + (["with descendants"] if causal else [])
+              + ["drift %"] + (["judge / guide"] if agree else []))
     rows = []
     for m in group.methods:
         for v in group.variables:
@@ -194,7 +196,7 @@ def _cft_section(group: Group) -> list[str]:
             ratio = t["mean"] / group.floor[v] if t and group.floor.get(v) else None
             row = [NAMES[m], str(group.summary["methods"][m]["instances"]), _short(v), _pm(t), _fmt(ratio, 1),
                    _pm(group.stat(m, v, "-25%")), _pm(group.stat(m, v, "+25%")), _pm(group.stat(m, v, "locality"), 3),
-                   _pm(group.stat(m, v, "off_target_drift_percent"))]
+                   *([_pm(group.stat(m, v, "locality_causal"), 3)] if causal else []), _pm(group.stat(m, v, "off_target_drift_percent"))]
             if agree:
                 row.append(_fmt(group.agreement(m, v)))
             rows.append(row)
