@@ -19,8 +19,8 @@ SPATIAL_STEPS=${SPATIAL_STEPS:-200}
 mkdir -p "$OUT"
 for seed in 0 1 2; do
   [ -f "$OUT/jsrt64_base$seed.json" ] && continue  # a base already measured (rerun: delete its report)
-  # bench generator's --seed is also the bundle's training seed
-  "$SEGCFT" bench generator --data "$DATA" --run "$WORK/generator_s$seed" --judge "$SEGMENTORS" --epochs "$EPOCHS" \
+  # bench generator's --seed is also the bundle's training seed; a base already trained is kept
+  [ -f "$WORK/generator_s$seed.json" ] || "$SEGCFT" bench generator --data "$DATA" --run "$WORK/generator_s$seed" --judge "$SEGMENTORS" --epochs "$EPOCHS" \
     --seed "$seed" --out "$WORK/generator_s$seed.json"
   "$SEGCFT" bench cft --data "$DATA" --generator "$WORK/generator_s$seed" --segmentors "$SEGMENTORS" \
     --methods none,reg,seg,spatial-seg --steps "$STEPS" --lr 3e-4 --spatial "steps=$SPATIAL_STEPS" --relative-targets --seed 0 \

@@ -437,9 +437,10 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
         *[a for k, v in sets.items() for a in (f"--{k}", json.dumps(v).replace('"', "'"))])
     run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
         "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "cft.json"), "--steps", "2", "--regressor-epochs", "1",
-        "--guide-views", "0.5", "--methods", "none,reg,seg,pos-seg,local-seg", "--locality", "local", "--locality", "band=2", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+        "--guide-views", "0.5", "--methods", "none,reg,seg,pos-seg,local-seg,spatial-seg", "--spatial", "steps=2",
+        "--locality", "local", "--locality", "band=2", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
     report = json.loads((tmp_path / "cft.json").read_text(encoding="utf-8"))
-    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg", "local-seg"] and report["latents"] == "fixed"
+    assert list(report["methods"]) == ["none", "reg", "seg", "pos-seg", "local-seg", "spatial-seg"] and report["latents"] == "fixed"
     assert report["locality"] == {**LOCALITY_RECIPES["local"].__dict__, "band": 2}
     assert report["guide_views"] == 0.5
     for method, entry in report["methods"].items():
@@ -467,5 +468,12 @@ def test_bench_cft_compares_all_methods_on_one_base_model(tmp_path):
     assert abs(report["methods"]["none"]["train_elbo_nats_per_dim"] - (report["eps"] - report["eps_slack"])) < 1e-4
     table = (tmp_path / "cft.md").read_text(encoding="utf-8")
     assert table.count("| pos-seg |") == 3 + 1 and "| seg | left_lung_lower_area | -25.0 |" in table
+    # the same method with the same seed gives the same figures whichever methods run before it
+    run("-m", "segcft.cli.main", "bench", "cft", "--data", str(data), "--generator", str(tmp_path / "gen"),
+        "--segmentors", str(tmp_path / "seg.json"), "--out", str(tmp_path / "alone.json"), "--guide-views", "0.5",
+        "--methods", "spatial-seg", "--spatial", "steps=2", *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    alone = json.loads((tmp_path / "alone.json").read_text(encoding="utf-8"))["methods"]["spatial-seg"]
+    for key in ("effectiveness", "locality", "ground_truth", "guide_agreement"):
+        assert alone[key] == report["methods"]["spatial-seg"][key], key
     assert (tmp_path / "cft.png").stat().st_size > 10_000
     assert (tmp_path / "cft_curves.png").stat().st_size > 10_000

@@ -371,6 +371,9 @@ def bench_cft(
     }
     models = {}
     for method in methods:
+        # Each method starts from the same random state, so its figures do not depend on which
+        # methods ran before it (a spatial head is initialised before its fine-tuning reseeds).
+        torch.manual_seed(seed)
         scm = copy.deepcopy(base.module)
         entry: dict[str, Any] = {}
         guide = None
