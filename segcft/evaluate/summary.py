@@ -82,7 +82,7 @@ def _metrics(entry: Mapping[str, Any], variable: str) -> dict[str, float]:
     causal descendants where the report has it), drift."""
     out = {s: entry["effectiveness"][variable][s] for s in SETS if s in entry["effectiveness"].get(variable, {})}
     loc = entry.get("locality", {}).get(variable, {})
-    out.update({k: loc[k] for k in ("locality", "locality_causal", "off_target_drift_percent") if k in loc})
+    out.update({k: loc[k] for k in LOWER_IS_BETTER if k not in SETS and k in loc})
     return out
 
 
