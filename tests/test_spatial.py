@@ -119,6 +119,30 @@ def test_own_layers_move_one_structure_and_keep_a_partition():
         spatial_settings({"a_area": "a"}, {"a": 1}, 32, layers="many")
 
 
+def test_warp_fill_gives_a_crossed_pixel_the_moved_tissue_at_full_contrast():
+    x = _disk()
+    ddf = torch.zeros(1, 2, 32, 32)
+    ddf[:, 1] = -2.0  # the disk moves two pixels to the right
+    band = torch.ones(1, 1, 32, 32)
+    means, warp = _disk_mechanism(context=4), _disk_mechanism(context=4, fill="warp")
+    probs = warp.probabilities(x)
+    by_means, by_warp = means.move(x, probs, ddf, band), warp.move(x, probs, ddf, band)
+    source = torch.roll(x, 2, dims=-1)  # the tissue two pixels to the left
+    # the pixels the boundary crossed take the moved tissue, texture and full contrast included
+    for col in (9, 10, 24, 25):
+        assert torch.allclose(by_warp[0, 0, 16, col], source[0, 0, 16, col], atol=1e-4)
+    # the local class means blur the contrast that the moved tissue keeps
+    assert (by_warp[0, 0, 16, 24] - by_warp[0, 0, 16, 9]) > (by_means[0, 0, 16, 24] - by_means[0, 0, 16, 9])
+    untouched = ((by_warp - x).abs() > 1e-6)[0, 0]
+    assert not untouched[16, 12:22].any() and not untouched[0:4].any()
+    with pytest.raises(InputError, match="fill 'warp' needs layers 'shared'"):
+        _disk_mechanism(fill="warp", layers="own")
+    with pytest.raises(InputError, match="fill must be one of"):
+        _disk_mechanism(fill="paint")
+    with pytest.raises(InputError, match="no full-resolution change"):
+        warp.full_resolution_change({}, lambda t: t, 2.0)
+
+
 def test_settings_and_recipe_refuse_unknown_fields_by_name():
     with pytest.raises(InputError, match="bogus"):
         spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, bogus=1)

@@ -47,7 +47,7 @@ class SpatialRecipe:
     """Settings of fine-tuning a spatial mechanism's head, and of the mechanism itself.
 
     ``bending_weight`` weighs the displacement's bending energy (MONAI ``BendingEnergyLoss``),
-    ``sparse_weight`` the L1 norm of the intensity term; the last six fields are those of
+    ``sparse_weight`` the L1 norm of the intensity term; the last seven fields are those of
     :class:`~segcft.models.spatial.SpatialSettings`. ``max_intensity`` 0 turns the intensity
     term off: a chest radiograph's structures change by moving, and on the chest phantom an
     intensity term of 0.25 repainted the lungs instead (docs/research).
@@ -67,10 +67,11 @@ class SpatialRecipe:
     band: int = 4
     context: int = 4
     layers: str = "shared"
+    fill: str = "means"
 
     def mechanism_options(self) -> dict:
         """The fields that configure the mechanism, as :func:`~segcft.models.spatial.spatial_settings` takes them."""
-        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context", "layers")}
+        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context", "layers", "fill")}
 
 
 SPATIAL = SpatialRecipe()

@@ -44,6 +44,8 @@ CHANGE_TOL = 1e-6
 CONTEXT_EPS = 1e-2
 #: How the class layers move: all by one displacement, or each moved structure by its own.
 LAYERS = ("shared", "own")
+#: What a pixel that a boundary crosses takes: the local class means, or the moved image itself.
+FILLS = ("means", "warp")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,10 @@ class SpatialSettings:
     intervened structures' masks, ``context`` the half-width (pixels) of the box over which
     each class's local mean intensity is taken, ``width`` the head's first feature width.
     ``layers`` is ``"shared"`` (one displacement moves every class layer) or ``"own"`` (one
-    displacement per moved structure, see :meth:`SpatialMechanism.moved_layers`).
+    displacement per moved structure, see :meth:`SpatialMechanism.moved_layers`). ``fill`` is
+    what a pixel that a boundary crosses takes: ``"means"``, the local mean intensity of the
+    class it enters; ``"warp"``, the moved image's own value there (the tissue the displacement
+    brings), weighted by how much of the pixel changes class (see :meth:`SpatialMechanism.change`).
     """
 
     structure_of: dict[str, str]
@@ -68,10 +73,15 @@ class SpatialSettings:
     context: int = 4
     int_steps: int = 7
     layers: str = "shared"
+    fill: str = "means"
 
     def __post_init__(self) -> None:
         if self.layers not in LAYERS:
             raise InputError(f"spatial mechanism: layers must be one of {LAYERS}, got {self.layers!r}")
+        if self.fill not in FILLS:
+            raise InputError(f"spatial mechanism: fill must be one of {FILLS}, got {self.fill!r}")
+        if self.fill == "warp" and self.layers != "shared":
+            raise InputError("spatial mechanism: fill 'warp' needs layers 'shared' (one displacement to move the image by)")
 
     @property
     def moved_classes(self) -> list[int]:
@@ -181,12 +191,24 @@ class SpatialMechanism(nn.Module):
         boundary crosses changes by the local contrast of the classes it leaves and enters,
         and a pixel no boundary crosses keeps its value, texture and all.
         """
-        return x + self.change(self.class_means(x, probs), probs, ddf, band, intensity)
+        return x + self.change(self.class_means(x, probs), probs, ddf, band, intensity, x)
 
     def change(self, means: torch.Tensor, probs: torch.Tensor, ddf: torch.Tensor, band: torch.Tensor,
-               intensity: torch.Tensor | None = None) -> torch.Tensor:
-        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have."""
-        change = (means * (self.moved_layers(probs, ddf) - probs)).sum(1, keepdim=True)
+               intensity: torch.Tensor | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have.
+
+        With ``fill="warp"`` the layer term is ``r * (warp(x) - x)`` instead, ``r = sum_c
+        |warp(p_c) - p_c| / 2`` the share of the pixel that changes class: a relabelled pixel
+        takes the value of the tissue the displacement brings, at its full contrast (the local
+        class means blur a boundary's contrast), and a pixel no boundary crosses keeps ``x``.
+        """
+        layers = self.moved_layers(probs, ddf)
+        if self.settings.fill == "warp":
+            if x is None:
+                raise InputError("spatial mechanism: fill 'warp' needs the image to move")
+            change = 0.5 * (layers - probs).abs().sum(1, keepdim=True) * (self.warp(x, ddf) - x)
+        else:
+            change = (means * (layers - probs)).sum(1, keepdim=True)
         if intensity is not None:
             change = change + intensity
         return band * change
@@ -226,7 +248,7 @@ class SpatialMechanism(nn.Module):
         ddf = self.integrate_fields(velocity)
         intensity = intensity if self.settings.max_intensity > 0 else torch.zeros_like(intensity)
         means = self.class_means(x, probs)
-        moved_x = x + self.change(means, probs, ddf, band, intensity)
+        moved_x = x + self.change(means, probs, ddf, band, intensity, x)
         changed = moved.any(1)
         image = torch.where(changed[:, None, None, None], moved_x.clamp(-1, 1), x)
         return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band,
@@ -245,6 +267,9 @@ class SpatialMechanism(nn.Module):
         would smear the boundary over ``ratio`` fine pixels. Returns ``(H, W)``, in model
         intensity units; zero outside the band, and exactly zero for a sample that does not move.
         """
+        if self.settings.fill == "warp":
+            raise InputError("spatial mechanism: fill 'warp' has no full-resolution change yet (it needs the input image); "
+                             "use fill 'means' or the model-size change")
         if not bool(out["moved"][0]):
             return torch.zeros_like(resample(out["band"][0])[0])
         probs = (resample(out["probabilities"][0]).clamp(min=1e-6).log() * max(1.0, float(ratio))).softmax(0)[None]
