@@ -139,8 +139,22 @@ def test_warp_fill_gives_a_crossed_pixel_the_moved_tissue_at_full_contrast():
         _disk_mechanism(fill="warp", layers="own")
     with pytest.raises(InputError, match="fill must be one of"):
         _disk_mechanism(fill="paint")
-    with pytest.raises(InputError, match="no full-resolution change"):
+    with pytest.raises(InputError, match="needs the input image"):
         warp.full_resolution_change({}, lambda t: t, 2.0)
+
+
+def test_the_warp_fill_full_resolution_change_is_its_model_change_at_ratio_one():
+    mech = _disk_mechanism(context=4, fill="warp")
+    torch.manual_seed(0)
+    nn.init.normal_(mech.head.out.weight, std=0.5)  # a head that moves the disk under a change of its area
+    x = _disk()
+    with torch.no_grad():
+        out = mech(x, torch.zeros(1, 1), torch.full((1, 1), 0.5))
+        change = (out["image"] - x)[0, 0]
+        assert change.abs().max() > 0.1
+        fine = mech.full_resolution_change(out, lambda m: m, 1.0, x[0, 0])
+        inside = out["image"][0, 0].abs() < 1  # x* is clamped to the image range; the change is not
+        assert torch.allclose(fine[inside], change[inside], atol=1e-5)
 
 
 def test_settings_and_recipe_refuse_unknown_fields_by_name():

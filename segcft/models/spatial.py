@@ -254,7 +254,8 @@ class SpatialMechanism(nn.Module):
         return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band,
                 "probabilities": probs, "means": means, "moved": changed}
 
-    def full_resolution_change(self, out: Mapping[str, torch.Tensor], resample, ratio: float) -> torch.Tensor:
+    def full_resolution_change(self, out: Mapping[str, torch.Tensor], resample, ratio: float,
+                               image: torch.Tensor | None = None) -> torch.Tensor:
         """The change ``x* - x`` of one sample on a finer grid, from :meth:`forward`'s ``out`` at model size.
 
         ``resample`` maps a ``(C, S, S)`` model-size map onto the fine ``(H, W)`` grid
@@ -264,12 +265,13 @@ class SpatialMechanism(nn.Module):
         ``ratio`` times wider after upsampling is that much narrower again), and the same
         layer move is made at the fine grid. The change is a moved boundary of the fine grid's
         width over the fine image's own texture, where adding the upsampled model-size change
-        would smear the boundary over ``ratio`` fine pixels. Returns ``(H, W)``, in model
-        intensity units; zero outside the band, and exactly zero for a sample that does not move.
+        would smear the boundary over ``ratio`` fine pixels. ``image`` is the fine ``(H, W)``
+        image in model intensity units (an offset does not matter), which ``fill="warp"`` moves.
+        Returns ``(H, W)``, in model intensity units; zero outside the band, and exactly zero for
+        a sample that does not move.
         """
-        if self.settings.fill == "warp":
-            raise InputError("spatial mechanism: fill 'warp' has no full-resolution change yet (it needs the input image); "
-                             "use fill 'means' or the model-size change")
+        if self.settings.fill == "warp" and image is None:
+            raise InputError("spatial mechanism: fill 'warp' needs the input image for its full-resolution change")
         if not bool(out["moved"][0]):
             return torch.zeros_like(resample(out["band"][0])[0])
         probs = (resample(out["probabilities"][0]).clamp(min=1e-6).log() * max(1.0, float(ratio))).softmax(0)[None]
@@ -277,7 +279,8 @@ class SpatialMechanism(nn.Module):
         band = resample(out["band"][0])[None]
         means = resample(out["means"][0])[None]
         intensity = resample(out["intensity"][0])[None]
-        return self.change(means, probs, ddf, band, intensity)[0, 0]
+        fine = None if image is None else image.to(ddf)[None, None]
+        return self.change(means, probs, ddf, band, intensity, fine)[0, 0]
 
 
 def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:

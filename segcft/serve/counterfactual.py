@@ -274,7 +274,8 @@ def _counterfactual_file(
     scale = (a_max - a_min) / 2  # model units -> input units
     shape = tuple(original.shape[-2:])
     base = original[0].as_tensor().float().numpy()
-    change = _change_on_input_grid(pkg, x, cf, model_in["image"].affine, original.affine, shape, full_resolution) * scale
+    change = _change_on_input_grid(pkg, x, cf, torch.from_numpy(base) / scale, model_in["image"].affine, original.affine, shape,
+                                   full_resolution) * scale
     result = base + change
     if fmt in ("dicom", "png"):
         result = np.clip(result, 0.0, 1.0)
@@ -316,9 +317,9 @@ def _counterfactual_file(
     }
 
 
-def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, cf: Counterfactual, model_affine: torch.Tensor,
+def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, cf: Counterfactual, image: torch.Tensor, model_affine: torch.Tensor,
                           input_affine: torch.Tensor, shape: Sequence[int], full_resolution: bool) -> np.ndarray:
-    """``x* - x`` on the input's grid, in model intensity units.
+    """``x* - x`` on the input's grid, in model intensity units (``image``: the input, in those units up to an offset).
 
     A spatial model with ``full_resolution`` moves the boundaries at the input's own grid
     (:meth:`~segcft.models.spatial.SpatialMechanism.full_resolution_change`); otherwise the
@@ -329,7 +330,7 @@ def _change_on_input_grid(pkg: ModelPackage, x: torch.Tensor, cf: Counterfactual
 
     if full_resolution and cf.mechanism is not None:
         ratio = 1.0 / math.sqrt(abs(float(torch.linalg.det(model_to_input(model_affine, input_affine)[:2, :2]))))
-        return pkg.scm.spatial.full_resolution_change(cf.mechanism, resample, ratio).numpy()
+        return pkg.scm.spatial.full_resolution_change(cf.mechanism, resample, ratio, image).numpy()
     return resample((cf.image - x)[0, 0]).numpy()
 
 
