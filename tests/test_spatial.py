@@ -135,6 +135,10 @@ def test_warp_fill_gives_a_crossed_pixel_the_moved_tissue_at_full_contrast():
     assert (by_warp[0, 0, 16, 24] - by_warp[0, 0, 16, 9]) > (by_means[0, 0, 16, 24] - by_means[0, 0, 16, 9])
     untouched = ((by_warp - x).abs() > 1e-6)[0, 0]
     assert not untouched[16, 12:22].any() and not untouched[0:4].any()
+    # a fresh head (phi = 0) still gets a gradient
+    still = torch.zeros(1, 2, 32, 32, requires_grad=True)
+    warp.move(x, probs, still, band).sum().backward()
+    assert still.grad.abs().max() > 0.1
     with pytest.raises(InputError, match="fill 'warp' needs layers 'shared'"):
         _disk_mechanism(fill="warp", layers="own")
     with pytest.raises(InputError, match="fill must be one of"):

@@ -200,15 +200,19 @@ class SpatialMechanism(nn.Module):
         With ``fill="warp"`` the layer term is ``r * (warp(x) - x)`` instead, ``r = sum_c
         |warp(p_c) - p_c| / 2`` the share of the pixel that changes class: a relabelled pixel
         takes the value of the tissue the displacement brings, at its full contrast (the local
-        class means blur a boundary's contrast), and a pixel no boundary crosses keeps ``x``.
+        class means blur a boundary's contrast), and a pixel no boundary crosses keeps ``x``. Its
+        gradient adds the class means' term's: ``r * (warp(x) - x)`` is second order in ``phi``,
+        so without it a fresh head (``phi = 0``) gets no gradient at all.
         """
         layers = self.moved_layers(probs, ddf)
+        change = (means * (layers - probs)).sum(1, keepdim=True)
         if self.settings.fill == "warp":
             if x is None:
                 raise InputError("spatial mechanism: fill 'warp' needs the image to move")
-            change = 0.5 * (layers - probs).abs().sum(1, keepdim=True) * (self.warp(x, ddf) - x)
-        else:
-            change = (means * (layers - probs)).sum(1, keepdim=True)
+            moved = 0.5 * (layers - probs).abs().sum(1, keepdim=True) * (self.warp(x, ddf) - x)
+            # the value is the moved tissue's; the means' term adds only its gradient, which is
+            # first order in phi where the moved tissue's is second order (zero for a fresh head)
+            change = moved + change - change.detach()
         if intensity is not None:
             change = change + intensity
         return band * change
