@@ -135,20 +135,21 @@ def training_curves(logdir: str | os.PathLike, path: str | os.PathLike, tags: Se
 def cft_curves(traces: Mapping[str, Mapping[str, Sequence[float]]], eps: float, path: str | os.PathLike) -> Path:
     """Fine-tuning curves, one line per method: the factual ELBO against its bound ``eps``, lambda, the guide loss.
 
-    ``traces[method]`` holds ``step``, ``elbo``, ``lambda`` and ``guide_loss`` (window means, as
+    ``traces[method]`` holds ``step``, ``elbo`` (not for a spatial head), ``lambda`` and ``guide_loss`` (window means, as
     ``segcft.evaluate.cft.finetune`` records them).
     """
     panels = (("elbo", "factual -ELBO (nats/dim), eps dashed"), ("lambda", "lambda"), ("guide_loss", "guide loss"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.0))
     for ax, (key, title) in zip(axes, panels):
         for method, trace in traces.items():
-            ax.plot(trace["step"], trace[key], lw=1.2, label=method)
+            if key in trace:  # a spatial head's trace has no ELBO
+                ax.plot(trace["step"], trace[key], lw=1.2, label=method)
         if key == "elbo":
             ax.axhline(eps, color="k", ls="--", lw=0.8)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("fine-tuning step", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)  # the guide loss: every method has one
     fig.tight_layout()
     return save_figure(fig, path)
 

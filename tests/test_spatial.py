@@ -237,8 +237,14 @@ def test_spatial_cft_trains_the_head_only(setup):
     frozen = {name: p.detach().clone() for name, p in scm.named_parameters() if not name.startswith("spatial.head.")}
     head = [p.detach().clone() for p in scm.spatial.head.parameters()]
     guide = SegmentorGuide(copy.deepcopy(net), structures_of(dl), 32, AREAS)
+
+    def no_elbo(*args, **kwargs):
+        raise AssertionError("a spatial head's fine-tuning ran the frozen HVAE")
+
+    scm.image.forward = no_elbo  # the HVAE's ELBO is neither a constraint nor a loss here: not worth a forward pass
     out = finetune(scm, guide, data, list(AREAS), eps=10.0, steps=3, lr=1e-3, seed=0, batch_size=4, warmup=0, ema_decay=0.0, desc="test")
     assert out["lambda"] == 0.0 and out["skipped_updates"] == 0
+    assert "elbo" not in out and set(out["trace"]) == {"step", "guide_loss", "lambda"} and out["trace"]["step"] == [3]
     assert all(torch.equal(p, frozen[name]) for name, p in scm.named_parameters() if name in frozen)
     assert any(not torch.equal(p, q) for p, q in zip(scm.spatial.head.parameters(), head))
 

@@ -70,8 +70,8 @@ class CFTTrainer(Trainer):
     change of its measurement of ``x`` (see :meth:`Guide.loss`) instead of with ``pa*``.
 
     With a spatial mechanism attached (``scm.mechanism == "spatial"``) only its head learns:
-    the HVAE, and so its ELBO, stay those of the base model (the ELBO is still logged, and
-    lambda never moves). The head's loss adds the bending energy of the displacement
+    the HVAE, and so its ELBO, stay those of the base model (the ELBO is not computed, nor
+    logged, and lambda never moves). The head's loss adds the bending energy of the displacement
     (``bending_weight``, MONAI ``BendingEnergyLoss``) and an L1 penalty on the intensity term
     (``sparse_weight``), so the change is a smooth move with as little repainting as it needs.
 
@@ -141,9 +141,9 @@ class CFTTrainer(Trainer):
         x = self.precision.images(x)
         spacing = torch.as_tensor(batchdata["spacing"]).to(device).as_subclass(torch.Tensor)
         with self.precision.autocast(x.device):
-            with torch.set_grad_enabled(not spatial):
+            if not spatial:  # a spatial head leaves the HVAE frozen: its ELBO is neither a constraint nor worth a forward pass
                 elbo = self.scm.image(x, self.scm.condition(pa))["elbo"].float()
-            elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
+                elbo = elbo + (mean_over_ranks(elbo) - elbo).detach()  # the value over all processes, this process's gradient
             do = self.sampler(pa)
             cf = self.scm.counterfactual(x, pa, do)
             seen, seen_cf = self.views(x, cf.image)
@@ -176,7 +176,7 @@ class CFTTrainer(Trainer):
         return {
             "loss": float(loss.detach()),
             "guide_loss": float(guide_loss.detach()),
-            "elbo": float(elbo.detach()),
+            **({} if spatial else {"elbo": float(elbo.detach())}),
             "eps": self.eps,
             "lambda": float(self.lagrange.value.detach()),
             "grad_norm": grad_norm,

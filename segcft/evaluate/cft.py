@@ -67,7 +67,8 @@ def finetune(
 
     Returns the last iteration's output and a ``trace``: every ``trace_every`` steps, the mean
     factual ELBO and guide loss of those steps and lambda at their end, so a report shows
-    when the ELBO left its bound and how lambda answered, not only where both ended.
+    when the ELBO left its bound and how lambda answered, not only where both ended (a
+    spatial head, which leaves the HVAE frozen, has no ELBO in either).
 
     The learning rate warms up linearly over ``warmup`` steps: Adam's first, unscaled steps
     otherwise knock the pre-trained ELBO far out of its bound. With ``ema_decay`` > 0, ``scm``
@@ -88,8 +89,9 @@ def finetune(
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
-    ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in ("guide_loss", "elbo", "lambda")})
-    trace: dict[str, list[float]] = {"step": [], "elbo": [], "guide_loss": [], "lambda": []}
+    means = ("guide_loss",) if scm.spatial is not None else ("elbo", "guide_loss")  # a spatial head logs no ELBO
+    ProgressBar(persist=True, desc=desc).attach(trainer, output_transform=lambda out: {k: out[k] for k in (*means, "lambda")})
+    trace: dict[str, list[float]] = {"step": [], **{k: [] for k in means}, "lambda": []}
     window: list[dict[str, float]] = []
 
     @trainer.on(Events.ITERATION_COMPLETED)
@@ -97,7 +99,7 @@ def finetune(
         window.append(engine.state.output)
         if len(window) == trace_every or engine.state.iteration == steps:
             trace["step"].append(engine.state.iteration)
-            for key in ("elbo", "guide_loss"):
+            for key in means:
                 trace[key].append(round(sum(out[key] for out in window) / len(window), 5))
             trace["lambda"].append(round(window[-1]["lambda"], 5))
             window.clear()
