@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Study (issue 26): what a pixel that a moved boundary crosses takes, on the demo's chest-phantom
-# base: the local class means (fill=means, the default) or the moved image's own tissue
+# base: the local class means (fill=means, the default until this study) or the moved image's own tissue
 # (fill=warp). Spatial Seg-CFT at the spatial recipe otherwise, same base, seed and interventions.
 # The demo's base is made first where runs/ lacks it (about 6-10 minutes).
 #   bash scripts/study_spatial_fill.sh          # about 6 minutes on 2 cores after the demo
