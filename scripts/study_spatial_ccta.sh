@@ -14,6 +14,8 @@ SEG_EPOCHS=${SEG_EPOCHS:-30}
 GEN_EPOCHS=${GEN_EPOCHS:-30}
 STEPS=${STEPS:-100}
 METHODS=${METHODS:-none,seg,pos-seg,spatial-seg,spatial-pos-seg}
+NAME=${NAME:-ccta64_methods}  # the report's name in $OUT
+SPATIAL_ARGS=(${SPATIAL_ARGS:-})  # more --spatial KEY=VALUE options, e.g. "--spatial fill=means"
 SPATIAL_STEPS=${SPATIAL_STEPS:-200}
 mkdir -p "$OUT"
 DATA=$WORK/data/datalist.json
@@ -24,5 +26,5 @@ POS=bundles/ccta_generator/configs/positional.json
 "$SEGCFT" bench generator --data "$DATA" --run "$WORK/generator" --judge "$WORK/segmentor.json" \
   --config-file "$POS" --epochs "$GEN_EPOCHS" --seed 0 --out "$WORK/generator.json"
 "$SEGCFT" bench cft --data "$DATA" --generator "$WORK/generator" --config-file "$POS" --segmentors "$WORK/segmentor.json" \
-  --methods "$METHODS" --steps "$STEPS" --lr 3e-4 --spatial "steps=$SPATIAL_STEPS" --relative-targets --seed 0 \
-  --out "$OUT/ccta64_methods.json"
+  --methods "$METHODS" --steps "$STEPS" --lr 3e-4 --spatial "steps=$SPATIAL_STEPS" --relative-targets --seed 0 "${SPATIAL_ARGS[@]}" \
+  --out "$OUT/$NAME.json"
