@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -161,6 +162,60 @@ def test_the_warp_fill_full_resolution_change_is_its_model_change_at_ratio_one()
         assert torch.allclose(fine[inside], change[inside], atol=1e-5)
 
 
+class SoftThreshold(nn.Module):
+    """Like :class:`Threshold`, with a boundary a few pixels wide (a segmentor less sure at edges)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-2 * x, 2 * x], 1)
+
+
+def _smooth_disk(radius: float = 8.0) -> torch.Tensor:
+    """:func:`_disk` with a blurred edge, so the soft segmentor's probabilities ramp over pixels."""
+    return torch.nn.functional.avg_pool2d(_disk(radius=radius), 3, stride=1, padding=1, count_include_pad=False)
+
+
+def _disk_area(x: torch.Tensor) -> float:
+    return float((x > 0).sum())
+
+
+@pytest.mark.parametrize("ratio", [0.64, 1.44])
+def test_the_scale_prior_scales_a_structure_to_its_requested_area_about_its_centroid(ratio):
+    mech = SpatialMechanism(spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, prior="scale", fill="strip"),
+                            SoftThreshold(), ["disk_area"])
+    x = _smooth_disk()
+    cond, cond_cf = torch.zeros(1, 1), torch.full((1, 1), 0.3)
+    with torch.no_grad():  # a fresh head moves nothing: the move is the prior's alone
+        out = mech(x, cond, cond_cf, torch.tensor([[ratio]]))
+        same = mech(x, cond, cond, torch.ones(1, 1))
+    assert torch.equal(out["residual"], torch.zeros_like(out["residual"]))
+    assert abs(_disk_area(out["image"]) / _disk_area(x) - ratio) < 0.08 * ratio  # whole pixels of a small disk
+    # about the centroid: the disk stays centred, and its middle keeps its texture
+    centre = (out["image"][0, 0] > 0).nonzero().float().mean(0)
+    assert torch.allclose(centre, torch.tensor([15.5, 15.5]), atol=0.6)
+    assert torch.allclose(out["image"][..., 14:18, 14:18], x[..., 14:18, 14:18], atol=1e-5)
+    # a ratio of 1 is no move at all
+    assert torch.equal(same["displacement"], torch.zeros_like(same["displacement"])) and torch.equal(same["image"], x)
+
+
+def test_the_strip_fill_moves_a_soft_boundary_in_full_where_the_warp_fill_falls_short():
+    x = _smooth_disk()
+    ratio = torch.tensor([[1.44]])
+    areas = {}
+    for fill in ("warp", "strip"):
+        mech = SpatialMechanism(spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, prior="scale", fill=fill),
+                                SoftThreshold(), ["disk_area"])
+        with torch.no_grad():
+            areas[fill] = _disk_area(mech(x, torch.zeros(1, 1), torch.full((1, 1), 0.3), ratio)["image"]) / _disk_area(x)
+    # the soft edge takes only part of the move under "warp"; "strip" moves it whole
+    assert areas["warp"] < 1.44 - 0.1 and abs(areas["strip"] - 1.44) < 0.07
+    with pytest.raises(InputError, match="prior must be one of"):
+        spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, prior="affine")
+    with pytest.raises(InputError, match="prior 'scale' needs layers 'shared'"):
+        spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, prior="scale", layers="own")
+    with pytest.raises(InputError, match="area ratios"):
+        mech(x, torch.zeros(1, 1), torch.full((1, 1), 0.3))
+
+
 def test_settings_and_recipe_refuse_unknown_fields_by_name():
     with pytest.raises(InputError, match="bogus"):
         spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, bogus=1)
@@ -247,6 +302,22 @@ def test_spatial_cft_trains_the_head_only(setup):
     assert "elbo" not in out and set(out["trace"]) == {"step", "guide_loss", "lambda"} and out["trace"]["step"] == [3]
     assert all(torch.equal(p, frozen[name]) for name, p in scm.named_parameters() if name in frozen)
     assert any(not torch.equal(p, q) for p, q in zip(scm.spatial.head.parameters(), head))
+
+
+def test_a_scale_prior_takes_each_structures_ratio_from_the_counterfactual_parents(setup):
+    dl, scm, net, data = setup
+    scm = copy.deepcopy(scm)
+    settings = dataclasses.replace(scm.spatial.settings, prior="scale", fill="strip")
+    scm.attach_spatial(SpatialMechanism(settings, copy.deepcopy(net), scm.variables))  # a fresh head: the prior alone
+    do = {"right_lung_area": data.parents["right_lung_area"] * 0.7}
+    with torch.no_grad():
+        cf = scm.counterfactual(data.images, data.parents, do)
+        null = scm.counterfactual(data.images, data.parents, {})
+        ratio = torch.stack([cf.parents[v] / data.parents[v] for v in settings.structure_of], 1)
+        expected = scm.spatial.scale_prior(cf.mechanism["probabilities"], ratio)
+    assert torch.allclose(ratio[:, list(settings.structure_of).index("right_lung_area")], torch.full((len(data),), 0.7))
+    assert torch.equal(cf.mechanism["residual"], torch.zeros_like(expected)) and torch.allclose(cf.displacement, expected)
+    assert cf.displacement.abs().max() > 0.5 and torch.equal(null.image, data.images)
 
 
 def test_a_package_keeps_the_spatial_mechanism(setup, tmp_path):

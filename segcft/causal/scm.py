@@ -165,7 +165,10 @@ class DeepSCM(nn.Module):
         pa_cf = self.parents.counterfactual(pa, do)
         cond, cond_cf = self.condition(pa), self.condition(pa_cf)
         if self.spatial is not None:  # deterministic: particles would all be the same image
-            out = self.spatial(x, cond, cond_cf)
+            names = list(self.spatial.settings.structure_of)
+            value = lambda p, v: torch.as_tensor(p[v], dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+            ratio = torch.stack([value(pa_cf, v) / value(pa, v).clamp(min=1e-6) for v in names], 1)
+            out = self.spatial(x, cond, cond_cf, ratio)
             variance = torch.zeros_like(x) if particles > 1 else None
             return Counterfactual(out["image"], pa_cf, variance, out)
         images = []

@@ -72,7 +72,8 @@ class CFTTrainer(Trainer):
     With a spatial mechanism attached (``scm.mechanism == "spatial"``) only its head learns:
     the HVAE, and so its ELBO, stay those of the base model (the ELBO is not computed, nor
     logged, and lambda never moves). The head's loss adds the bending energy of the displacement
-    (``bending_weight``, MONAI ``BendingEnergyLoss``) and an L1 penalty on the intensity term
+    (``bending_weight``, MONAI ``BendingEnergyLoss``), its mean square (``displacement_weight``), both of
+    the head's part of the displacement (all of it without a prior), and an L1 penalty on the intensity term
     (``sparse_weight``), so the change is a smooth move with as little repainting as it needs.
 
     ``locality`` adds, on the direct HVAE output, the terms that hold the guide's labels and
@@ -111,6 +112,7 @@ class CFTTrainer(Trainer):
         relative_targets: bool = RECIPE.relative_targets,
         guide_views: float = RECIPE.guide_views,
         bending_weight: float = SPATIAL.bending_weight,
+        displacement_weight: float = SPATIAL.displacement_weight,
         sparse_weight: float = SPATIAL.sparse_weight,
         locality: LocalityTerms = LOCALITY_RECIPES["seeds"],
         train_handlers: Sequence | None = None,
@@ -125,6 +127,7 @@ class CFTTrainer(Trainer):
         self.grad_clip, self.grad_skip, self.guide_weight = grad_clip, grad_skip, guide_weight
         self.relative_targets, self.views = relative_targets, GuideViews(guide_views)
         self.bending_weight, self.sparse_weight, self.bending = bending_weight, sparse_weight, BendingEnergyLoss()
+        self.displacement_weight = displacement_weight
         self.locality = locality
         self.params = trainable(scm)
         scm.parents.requires_grad_(False)
@@ -150,8 +153,9 @@ class CFTTrainer(Trainer):
             guide_loss = self.guide.loss(seen_cf, cf.parents, spacing, factual=seen, pa=pa if self.relative_targets else None,
                                          intervened=list(do)).float()
         if spatial:
-            loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(cf.displacement.reshape(-1, 2, *cf.displacement.shape[-2:]))
-                    + self.sparse_weight * cf.intensity.abs().mean())
+            ddf = cf.mechanism["residual"]  # the head's own move: a prior's shape is not the head's to smooth away
+            loss = (self.guide_weight * guide_loss + self.bending_weight * self.bending(ddf.reshape(-1, 2, *ddf.shape[-2:]))
+                    + self.displacement_weight * ddf.pow(2).mean() + self.sparse_weight * cf.intensity.abs().mean())
         else:
             loss = self.guide_weight * guide_loss + self.lagrange.penalty(elbo, self.eps)
         held: dict[str, float] = {}

@@ -47,12 +47,18 @@ class SpatialRecipe:
     """Settings of fine-tuning a spatial mechanism's head, and of the mechanism itself.
 
     ``bending_weight`` weighs the displacement's bending energy (MONAI ``BendingEnergyLoss``),
-    ``sparse_weight`` the L1 norm of the intensity term; the last seven fields are those of
+    ``displacement_weight`` the mean squared displacement (px^2), so of the moves that meet
+    the areas the smallest wins: spread along the whole boundary rather than one wall (bending
+    energy is blind to a translation or a linear stretch), ``sparse_weight`` the L1 norm of the
+    intensity term; the last eight fields are those of
     :class:`~segcft.models.spatial.SpatialSettings`. ``max_intensity`` 0 turns the intensity
     term off: a chest radiograph's structures change by moving, and on the chest phantom an
     intensity term of 0.25 repainted the lungs instead (docs/research). ``fill`` ``warp``: a
     pixel that a boundary crosses takes the moved tissue, not the local class means, which
-    left a shrinking structure short on the chest phantom and on JSRT (docs/research).
+    left a shrinking structure short on the chest phantom and on JSRT; ``strip``, the moved
+    tissue in full at a soft boundary; ``prior`` ``scale``, each structure scaled about its
+    centroid to its requested area before the head's correction, which ``displacement_weight``
+    keeps small (docs/research/2026-12-08-spatial-scale-prior.md).
     """
 
     steps: int = 200
@@ -61,6 +67,7 @@ class SpatialRecipe:
     warmup: int = 20
     guide_weight: float = 50.0
     bending_weight: float = 1.0
+    displacement_weight: float = 3.0
     sparse_weight: float = 1.0
     grad_clip: float = 200.0
     width: int = 16
@@ -69,11 +76,13 @@ class SpatialRecipe:
     band: int = 4
     context: int = 4
     layers: str = "shared"
-    fill: str = "warp"
+    fill: str = "strip"
+    prior: str = "scale"
 
     def mechanism_options(self) -> dict:
         """The fields that configure the mechanism, as :func:`~segcft.models.spatial.spatial_settings` takes them."""
-        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context", "layers", "fill")}
+        return {k: getattr(self, k) for k in ("width", "max_displacement", "max_intensity", "band", "context", "layers", "fill",
+                                         "prior")}
 
 
 SPATIAL = SpatialRecipe()

@@ -136,7 +136,8 @@ def _run(
     t0 = time.perf_counter()
     spatial_out = finetune(moving, guide, train, list(structure_of), eps, spatial_steps, SPATIAL.lr, seed, batch_size=SPATIAL.batch_size,
                            warmup=SPATIAL.warmup, guide_weight=SPATIAL.guide_weight, ema_decay=0.0,
-                           bending_weight=SPATIAL.bending_weight, sparse_weight=SPATIAL.sparse_weight, desc="Spatial Seg-CFT")
+                           bending_weight=SPATIAL.bending_weight, displacement_weight=SPATIAL.displacement_weight,
+                           sparse_weight=SPATIAL.sparse_weight, desc="Spatial Seg-CFT")
     spatial_seconds = time.perf_counter() - t0
     moving.eval()
 

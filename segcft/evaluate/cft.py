@@ -60,7 +60,8 @@ def finetune(
     batch_size: int = RECIPE.batch_size, lagrange_lr: float = RECIPE.lagrange_lr, damping: float = RECIPE.damping,
     lagrange_init: float = RECIPE.lagrange_init, warmup: int = RECIPE.warmup, guide_weight: float = RECIPE.guide_weight,
     relative_targets: bool = RECIPE.relative_targets, guide_views: float = RECIPE.guide_views, ema_decay: float = RECIPE.ema_decay,
-    bending_weight: float = SPATIAL.bending_weight, sparse_weight: float = SPATIAL.sparse_weight,
+    bending_weight: float = SPATIAL.bending_weight, displacement_weight: float = SPATIAL.displacement_weight,
+    sparse_weight: float = SPATIAL.sparse_weight,
     locality: LocalityTerms = LOCALITY_RECIPES["seeds"], desc: str = "CFT", trace_every: int = 25, amp: bool = False, channels_last: bool = False,
 ) -> dict[str, Any]:
     """Counterfactual fine-tuning of ``scm`` for ``steps`` iterations, with a progress bar.
@@ -85,7 +86,7 @@ def finetune(
         InterventionSampler(targets, scm.support, seed=seed),
         optimizer, LagrangeMultiplier(init=lagrange_init, lr=lagrange_lr, damping=damping), eps, ema=ema, epoch_length=steps,
         guide_weight=guide_weight, relative_targets=relative_targets, guide_views=guide_views,
-        bending_weight=bending_weight, sparse_weight=sparse_weight, locality=locality, amp=amp, channels_last=channels_last,
+        bending_weight=bending_weight, displacement_weight=displacement_weight, sparse_weight=sparse_weight, locality=locality, amp=amp, channels_last=channels_last,
     )
     if warmup > 0:
         LrScheduleHandler(LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup), epoch_level=False).attach(trainer)
@@ -395,7 +396,8 @@ def bench_cft(
                 entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, spatial.steps, spatial.lr, seed,
                                              batch_size=spatial.batch_size, warmup=spatial.warmup, guide_weight=spatial.guide_weight,
                                              relative_targets=relative_targets, guide_views=guide_views, ema_decay=0.0,
-                                             bending_weight=spatial.bending_weight, sparse_weight=spatial.sparse_weight,
+                                             bending_weight=spatial.bending_weight, displacement_weight=spatial.displacement_weight,
+                                             sparse_weight=spatial.sparse_weight,
                                              desc=f"CFT {method}")
             else:
                 entry["finetune"] = finetune(scm, guide, train, guide.variables, eps, steps, lr, seed, lagrange_lr=lagrange_lr,

@@ -45,7 +45,15 @@ CONTEXT_EPS = 1e-2
 #: How the class layers move: all by one displacement, or each moved structure by its own.
 LAYERS = ("shared", "own")
 #: What a pixel that a boundary crosses takes: the local class means, or the moved image itself.
-FILLS = ("means", "warp")
+FILLS = ("means", "warp", "strip")
+#: Fills that take the moved image itself (they need the image, and one displacement to move it by).
+MOVED_FILLS = ("warp", "strip")
+#: ``fill="strip"``: a pixel whose class mix the move changes by this share takes the moved image in full.
+STRIP_SATURATION = 0.3
+#: The displacement the head's adds to: none, or each moved structure scaled about its centroid.
+PRIORS = ("none", "scale")
+#: The scale prior's bounds on a structure's linear scale factor (a plaque from nothing has no scale).
+SCALE_BOUNDS = (0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,12 @@ class SpatialSettings:
     displacement per moved structure, see :meth:`SpatialMechanism.moved_layers`). ``fill`` is
     what a pixel that a boundary crosses takes: ``"means"``, the local mean intensity of the
     class it enters; ``"warp"``, the moved image's own value there (the tissue the displacement
-    brings), weighted by how much of the pixel changes class (see :meth:`SpatialMechanism.change`).
+    brings), weighted by how much of the pixel changes class (see :meth:`SpatialMechanism.change`);
+    ``"strip"``, the moved image over the pixels where any class changes, dilated by one model pixel
+    (a soft boundary otherwise takes only part of the move, and a structure falls short of it).
+    ``prior`` ``"scale"`` starts every move from each changed structure scaled about its centroid
+    by the square root of its requested area ratio (:meth:`SpatialMechanism.scale_prior`); the
+    head's displacement is added to it. ``"none"``: the head's displacement alone.
     """
 
     structure_of: dict[str, str]
@@ -74,14 +87,19 @@ class SpatialSettings:
     int_steps: int = 7
     layers: str = "shared"
     fill: str = "means"
+    prior: str = "none"
 
     def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise InputError(f"spatial mechanism: prior must be one of {PRIORS}, got {self.prior!r}")
         if self.layers not in LAYERS:
             raise InputError(f"spatial mechanism: layers must be one of {LAYERS}, got {self.layers!r}")
         if self.fill not in FILLS:
             raise InputError(f"spatial mechanism: fill must be one of {FILLS}, got {self.fill!r}")
-        if self.fill == "warp" and self.layers != "shared":
-            raise InputError("spatial mechanism: fill 'warp' needs layers 'shared' (one displacement to move the image by)")
+        if self.fill in MOVED_FILLS and self.layers != "shared":
+            raise InputError(f"spatial mechanism: fill {self.fill!r} needs layers 'shared' (one displacement to move the image by)")
+        if self.prior == "scale" and self.layers != "shared":
+            raise InputError("spatial mechanism: prior 'scale' needs layers 'shared' (one displacement to add it to)")
 
     @property
     def moved_classes(self) -> list[int]:
@@ -194,22 +212,30 @@ class SpatialMechanism(nn.Module):
         return x + self.change(self.class_means(x, probs), probs, ddf, band, intensity, x)
 
     def change(self, means: torch.Tensor, probs: torch.Tensor, ddf: torch.Tensor, band: torch.Tensor,
-               intensity: torch.Tensor | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
-        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have.
+               intensity: torch.Tensor | None = None, x: torch.Tensor | None = None, ratio: float = 1.0) -> torch.Tensor:
+        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have
+        (``ratio``: this grid's pixels per model pixel).
 
         With ``fill="warp"`` the layer term is ``r * (warp(x) - x)`` instead, ``r = sum_c
         |warp(p_c) - p_c| / 2`` the share of the pixel that changes class: a relabelled pixel
         takes the value of the tissue the displacement brings, at its full contrast (the local
         class means blur a boundary's contrast), and a pixel no boundary crosses keeps ``x``. Its
         gradient adds the class means' term's: ``r * (warp(x) - x)`` is second order in ``phi``,
-        so without it a fresh head (``phi = 0``) gets no gradient at all.
+        so without it a fresh head (``phi = 0``) gets no gradient at all. ``fill="strip"`` takes
+        ``min(1, r / STRIP_SATURATION)`` for ``r``: a soft boundary's pixels, whose class mix changes
+        only in part, would otherwise keep some of the old edge, which a segmentor still reads as
+        the boundary (the structure then falls short of its move); pixels no boundary comes near
+        still keep ``x``.
         """
         layers = self.moved_layers(probs, ddf)
         change = (means * (layers - probs)).sum(1, keepdim=True)
-        if self.settings.fill == "warp":
+        if self.settings.fill in MOVED_FILLS:
             if x is None:
-                raise InputError("spatial mechanism: fill 'warp' needs the image to move")
-            moved = 0.5 * (layers - probs).abs().sum(1, keepdim=True) * (self.warp(x, ddf) - x)
+                raise InputError(f"spatial mechanism: fill {self.settings.fill!r} needs the image to move")
+            share = 0.5 * (layers - probs).abs().sum(1, keepdim=True)
+            if self.settings.fill == "strip":
+                share = (share / STRIP_SATURATION).clamp(max=1.0)
+            moved = share * (self.warp(x, ddf) - x)
             # the value is the moved tissue's; the means' term adds only its gradient, which is
             # first order in phi where the moved tissue's is second order (zero for a fresh head)
             change = moved + change - change.detach()
@@ -236,26 +262,66 @@ class SpatialMechanism(nn.Module):
         structures = structures / total.clamp(min=1.0)
         return torch.cat([(1.0 - structures.sum(1, keepdim=True)).clamp(min=0.0), structures], 1)
 
+    def scale_prior(self, probs: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """``(B, 2, H, W)``: the displacement that scales each changed structure about its centroid.
+
+        Structure ``j`` (``ratio[:, j]`` its requested area over its factual area) is scaled by
+        ``s = sqrt(ratio)`` (within :data:`SCALE_BOUNDS`): the warp samples ``x`` at ``c + (p - c) / s``,
+        so the field is ``(1 / s - 1) (p - c)`` about the centroid ``c`` of its factual mask. A
+        shrinking structure's field acts on its mask, a growing one's on its mask dilated by
+        ``band`` (where its new boundary may lie), each fading to zero over a pixel, so the
+        neighbours' boundaries stay where they are; the fields of several structures add. A ratio
+        of 1 gives exactly zero. Its shape is a guess that the head corrects: a size change as the
+        structure's own scaling, which is the phantoms' truth and a first order of anatomy's.
+        """
+        labels = probs.argmax(1)
+        b, h, w = labels.shape
+        dtype = probs.dtype
+        rows = torch.arange(h, device=labels.device, dtype=dtype)[:, None].expand(h, w)
+        cols = torch.arange(w, device=labels.device, dtype=dtype)[None, :].expand(h, w)
+        grid = torch.stack([rows, cols])[None]  # (1, 2, H, W): MONAI's Warp takes the DDF in (row, col) order
+        k = self.settings.band
+        ddf = torch.zeros(b, 2, h, w, device=labels.device, dtype=dtype)
+        for j, c in enumerate(self.classes):
+            mask = (labels == c).to(dtype)[:, None]
+            count = mask.sum((2, 3), keepdim=True)
+            centre = (grid * mask).sum((2, 3), keepdim=True) / count.clamp(min=1.0)
+            scale = ratio[:, j].clamp(min=1e-6).sqrt().clamp(*SCALE_BOUNDS)[:, None, None, None]
+            grown = F.max_pool2d(mask, 2 * k + 1, stride=1, padding=k) if k > 0 else mask
+            weight = F.avg_pool2d(torch.where(scale > 1, grown, mask), 3, stride=1, padding=1, count_include_pad=False)
+            ddf = ddf + weight * (count > 0) * (1.0 / scale - 1.0) * (grid - centre)
+        return ddf
+
     def integrate_fields(self, velocity: torch.Tensor) -> torch.Tensor:
         """Velocities ``(B, 2F, H, W)`` to displacements of the same shape, each field integrated alone."""
         b, _, h, w = velocity.shape
         return self.integrate(velocity.reshape(-1, 2, h, w)).reshape(b, -1, h, w)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``image`` (x*), ``displacement`` (the DDF, pixels), ``intensity`` (s), ``band``, the segmentor's
-        ``probabilities`` and the class ``means`` for a batch, and ``moved`` (which samples change at all)."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_cf: torch.Tensor,
+                ratio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``image`` (x*), ``displacement`` (the DDF, pixels), ``residual`` (the head's part of it, the
+        whole DDF without a prior), ``intensity`` (s), ``band``, the segmentor's
+        ``probabilities`` and the class ``means`` for a batch, and ``moved`` (which samples change at all).
+
+        ``ratio`` ``(B, J)``: each structure variable's counterfactual over its factual value, in
+        the order of ``settings.structure_of``; the scale prior needs it.
+        """
         moved = (cond_cf - cond)[:, self.columns].abs() > CHANGE_TOL
         with torch.no_grad():
             probs = self.probabilities(x)
             band = self.band(probs, moved)
         velocity, intensity = self.head(x, probs, cond, cond_cf)
-        ddf = self.integrate_fields(velocity)
+        residual = ddf = self.integrate_fields(velocity)
+        if self.settings.prior == "scale":
+            if ratio is None:
+                raise InputError("spatial mechanism: prior 'scale' needs the structures' area ratios")
+            ddf = residual + self.scale_prior(probs, ratio.to(probs))
         intensity = intensity if self.settings.max_intensity > 0 else torch.zeros_like(intensity)
         means = self.class_means(x, probs)
         moved_x = x + self.change(means, probs, ddf, band, intensity, x)
         changed = moved.any(1)
         image = torch.where(changed[:, None, None, None], moved_x.clamp(-1, 1), x)
-        return {"image": image, "displacement": ddf, "intensity": intensity * band, "band": band,
+        return {"image": image, "displacement": ddf, "residual": residual, "intensity": intensity * band, "band": band,
                 "probabilities": probs, "means": means, "moved": changed}
 
     def full_resolution_change(self, out: Mapping[str, torch.Tensor], resample, ratio: float,
@@ -274,8 +340,8 @@ class SpatialMechanism(nn.Module):
         Returns ``(H, W)``, in model intensity units; zero outside the band, and exactly zero for
         a sample that does not move.
         """
-        if self.settings.fill == "warp" and image is None:
-            raise InputError("spatial mechanism: fill 'warp' needs the input image for its full-resolution change")
+        if self.settings.fill in MOVED_FILLS and image is None:
+            raise InputError(f"spatial mechanism: fill {self.settings.fill!r} needs the input image for its full-resolution change")
         if not bool(out["moved"][0]):
             return torch.zeros_like(resample(out["band"][0])[0])
         probs = (resample(out["probabilities"][0]).clamp(min=1e-6).log() * max(1.0, float(ratio))).softmax(0)[None]
@@ -284,7 +350,7 @@ class SpatialMechanism(nn.Module):
         means = resample(out["means"][0])[None]
         intensity = resample(out["intensity"][0])[None]
         fine = None if image is None else image.to(ddf)[None, None]
-        return self.change(means, probs, ddf, band, intensity, fine)[0, 0]
+        return self.change(means, probs, ddf, band, intensity, fine, ratio)[0, 0]
 
 
 def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
