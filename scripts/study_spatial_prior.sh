@@ -5,8 +5,9 @@
 # (prior=none, fill=warp, no displacement term). Each variant names all four settings, so the
 # runs do not depend on the recipe's defaults. Chest phantom: the demo's base, with the true
 # counterfactuals; JSRT: base 0 of scripts/study_spatial_fill_jsrt.sh, with none, Reg-CFT and
-# the seeds' Seg-CFT on the same base.
-#   bash scripts/study_spatial_prior.sh          # about 20 minutes on 2 cores once the bases exist
+# the seeds' Seg-CFT on the same base; the CCTA phantom, where its positional base exists (made by
+#   N=200 SEG_EPOCHS=25 GEN_EPOCHS=25 METHODS=none OUT=runs/spatial_ccta bash scripts/study_spatial_ccta.sh).
+#   bash scripts/study_spatial_prior.sh          # about 25 minutes on 2 cores once the bases exist
 set -euo pipefail
 
 SEGCFT=${SEGCFT:-segcft}
@@ -37,6 +38,19 @@ common=(--data "$DATA" --generator "$WORK/generator_s0" --segmentors "$SEGMENTOR
 # shellcheck disable=SC2046
 [ -f "$OUT/jsrt64_prior_before_base0.json" ] || "$SEGCFT" bench cft "${common[@]}" --methods none,reg,seg,spatial-seg \
   $(recipe none warp 0) --out "$OUT/jsrt64_prior_before_base0.json"
-# shellcheck disable=SC2046
-[ -f "$OUT/jsrt64_prior_strip_d3_base0.json" ] || "$SEGCFT" bench cft "${common[@]}" --methods spatial-seg \
-  $(recipe scale strip 3) --out "$OUT/jsrt64_prior_strip_d3_base0.json"
+for weight in 3 10; do
+  # shellcheck disable=SC2046
+  [ -f "$OUT/jsrt64_prior_strip_d${weight}_base0.json" ] || "$SEGCFT" bench cft "${common[@]}" --methods spatial-seg \
+    $(recipe scale strip "$weight") --out "$OUT/jsrt64_prior_strip_d${weight}_base0.json"
+done
+CCTA=${CCTA:-runs/spatial_ccta}
+if [ -f "$CCTA/generator.json" ]; then
+  ccta=(--data "$CCTA/data/datalist.json" --generator "$CCTA/generator" --config-file bundles/ccta_generator/configs/positional.json
+        --segmentors "$CCTA/segmentor.json" --steps 100 --lr 3e-4 --relative-targets --seed 0)
+  # shellcheck disable=SC2046
+  [ -f "$OUT/ccta64_prior_before.json" ] || "$SEGCFT" bench cft "${ccta[@]}" --methods none,spatial-seg,spatial-pos-seg \
+    $(recipe none warp 0) --out "$OUT/ccta64_prior_before.json"
+  # shellcheck disable=SC2046
+  [ -f "$OUT/ccta64_prior_strip_d10.json" ] || "$SEGCFT" bench cft "${ccta[@]}" --methods spatial-seg,spatial-pos-seg \
+    $(recipe scale strip 10) --out "$OUT/ccta64_prior_strip_d10.json"
+fi

@@ -178,7 +178,7 @@ def _disk_area(x: torch.Tensor) -> float:
     return float((x > 0).sum())
 
 
-@pytest.mark.parametrize("ratio", [0.64, 1.44])
+@pytest.mark.parametrize("ratio", [0.64, 0.81, 1.44])
 def test_the_scale_prior_scales_a_structure_to_its_requested_area_about_its_centroid(ratio):
     mech = SpatialMechanism(spatial_settings({"disk_area": "disk"}, {"disk": 1}, 32, prior="scale", fill="strip"),
                             SoftThreshold(), ["disk_area"])

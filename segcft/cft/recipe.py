@@ -67,7 +67,7 @@ class SpatialRecipe:
     warmup: int = 20
     guide_weight: float = 50.0
     bending_weight: float = 1.0
-    displacement_weight: float = 3.0
+    displacement_weight: float = 10.0
     sparse_weight: float = 1.0
     grad_clip: float = 200.0
     width: int = 16

@@ -268,9 +268,10 @@ class SpatialMechanism(nn.Module):
         Structure ``j`` (``ratio[:, j]`` its requested area over its factual area) is scaled by
         ``s = sqrt(ratio)`` (within :data:`SCALE_BOUNDS`): the warp samples ``x`` at ``c + (p - c) / s``,
         so the field is ``(1 / s - 1) (p - c)`` about the centroid ``c`` of its factual mask. A
-        shrinking structure's field acts on its mask, a growing one's on its mask dilated by
-        ``band`` (where its new boundary may lie), each fading to zero over a pixel, so the
-        neighbours' boundaries stay where they are; the fields of several structures add. A ratio
+        shrinking structure's field acts on its mask and one pixel around it (its boundary pixels
+        take the whole move), a growing one's on its mask dilated by ``band`` (where its new
+        boundary may lie), each fading to zero over a pixel, so the neighbours' boundaries stay
+        where they are; the fields of several structures add. A ratio
         of 1 gives exactly zero. Its shape is a guess that the head corrects: a size change as the
         structure's own scaling, which is the phantoms' truth and a first order of anatomy's.
         """
@@ -283,12 +284,17 @@ class SpatialMechanism(nn.Module):
         k = self.settings.band
         ddf = torch.zeros(b, 2, h, w, device=labels.device, dtype=dtype)
         for j, c in enumerate(self.classes):
+            if bool((ratio[:, j] == 1).all()):  # a structure no sample changes adds exactly zero
+                continue
             mask = (labels == c).to(dtype)[:, None]
             count = mask.sum((2, 3), keepdim=True)
             centre = (grid * mask).sum((2, 3), keepdim=True) / count.clamp(min=1.0)
             scale = ratio[:, j].clamp(min=1e-6).sqrt().clamp(*SCALE_BOUNDS)[:, None, None, None]
-            grown = F.max_pool2d(mask, 2 * k + 1, stride=1, padding=k) if k > 0 else mask
-            weight = F.avg_pool2d(torch.where(scale > 1, grown, mask), 3, stride=1, padding=1, count_include_pad=False)
+            # the full field on the mask's own boundary pixels (shrinking) or as far as the band (growing)
+            reach = F.max_pool2d(mask, 3, stride=1, padding=1)
+            if k > 1 and bool((scale > 1).any()):
+                reach = torch.where(scale > 1, F.max_pool2d(mask, 2 * k + 1, stride=1, padding=k), reach)
+            weight = F.avg_pool2d(reach, 3, stride=1, padding=1, count_include_pad=False)
             ddf = ddf + weight * (count > 0) * (1.0 / scale - 1.0) * (grid - centre)
         return ddf
 
