@@ -47,7 +47,7 @@ def _copy_docs(tmp_path: Path) -> Path:
 
 def test_a_verdict_follows_the_figures(tmp_path):
     docs = _copy_docs(tmp_path)
-    claim = "Spatial Seg-CFT closer to the true counterfactual (pixel error) than the unchanged input, at -25% and +25%: **partly**, 2 of 6"
+    claim = "Spatial Seg-CFT closer to the true counterfactual (pixel error) than the unchanged input, at -25% and +25%: **partly**, 4 of 6"
     assert claim in build_results(docs / "results.yaml", docs / "results.md")
     path = docs / "bench/spatial/chest64_shared.json"
     report = json.loads(path.read_text(encoding="utf-8"))
@@ -56,8 +56,8 @@ def test_a_verdict_follows_the_figures(tmp_path):
         entry["model_mae"] = entry["unchanged_mae"] / 2
     path.write_text(json.dumps(report), encoding="utf-8")
     text = build_results(docs / "results.yaml", docs / "results.md")
-    assert claim.replace("2 of 6", "4 of 6") in text
-    assert "| heart | -25% | 0.0143 | 0.0365 | **0.0072** |" in text
+    assert claim.replace("**partly**, 4 of 6", "**holds**, 6 of 6") in text
+    assert "| heart | -25% | 0.0143 | 0.0371 | **0.0072** |" in text
 
 
 def test_bad_manifests_are_named(tmp_path):
