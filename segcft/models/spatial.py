@@ -50,7 +50,7 @@ FILLS = ("means", "warp", "strip")
 MOVED_FILLS = ("warp", "strip")
 #: ``fill="strip"``: a pixel whose class mix the move changes by this share takes the moved image in full.
 STRIP_SATURATION = 0.3
-#: The displacement the head's adds to: none, or each moved structure scaled about its centroid.
+#: What the head's displacement is added to: nothing, or each changed structure scaled about its centroid.
 PRIORS = ("none", "scale")
 #: The scale prior's bounds on a structure's linear scale factor (a plaque from nothing has no scale).
 SCALE_BOUNDS = (0.5, 2.0)
@@ -69,8 +69,9 @@ class SpatialSettings:
     what a pixel that a boundary crosses takes: ``"means"``, the local mean intensity of the
     class it enters; ``"warp"``, the moved image's own value there (the tissue the displacement
     brings), weighted by how much of the pixel changes class (see :meth:`SpatialMechanism.change`);
-    ``"strip"``, the moved image over the pixels where any class changes, dilated by one model pixel
-    (a soft boundary otherwise takes only part of the move, and a structure falls short of it).
+    ``"strip"``, as ``"warp"`` but in full wherever the pixel's class mix changes by
+    :data:`STRIP_SATURATION` or more (a soft boundary otherwise takes only part of the move, and a
+    structure falls short of it).
     ``prior`` ``"scale"`` starts every move from each changed structure scaled about its centroid
     by the square root of its requested area ratio (:meth:`SpatialMechanism.scale_prior`); the
     head's displacement is added to it. ``"none"``: the head's displacement alone.
@@ -212,9 +213,8 @@ class SpatialMechanism(nn.Module):
         return x + self.change(self.class_means(x, probs), probs, ddf, band, intensity, x)
 
     def change(self, means: torch.Tensor, probs: torch.Tensor, ddf: torch.Tensor, band: torch.Tensor,
-               intensity: torch.Tensor | None = None, x: torch.Tensor | None = None, ratio: float = 1.0) -> torch.Tensor:
-        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have
-        (``ratio``: this grid's pixels per model pixel).
+               intensity: torch.Tensor | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``b * (sum_c m_c (warp(p_c) - p_c) + s)``: the change :meth:`move` adds, at whatever size its inputs have.
 
         With ``fill="warp"`` the layer term is ``r * (warp(x) - x)`` instead, ``r = sum_c
         |warp(p_c) - p_c| / 2`` the share of the pixel that changes class: a relabelled pixel
@@ -356,7 +356,7 @@ class SpatialMechanism(nn.Module):
         means = resample(out["means"][0])[None]
         intensity = resample(out["intensity"][0])[None]
         fine = None if image is None else image.to(ddf)[None, None]
-        return self.change(means, probs, ddf, band, intensity, fine, ratio)[0, 0]
+        return self.change(means, probs, ddf, band, intensity, fine)[0, 0]
 
 
 def folding_share(ddf: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
